@@ -5,6 +5,7 @@ touchpoint roll-ups). Single events are batches of one."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,10 @@ from shequn.core.tenancy import scoped
 from .models import Direction, Interaction, InteractionType, Touchpoint, TouchpointDay
 
 MAX_PROPERTIES_BYTES = 16_384
+_TYPES = frozenset(InteractionType.values)
+_DIRECTIONS = frozenset(Direction.values)
+_FIELDS = frozenset({"member_id", "identities", "profile", "type", "channel", "direction", "touchpoint", "occurred_at",
+                     "source", "external_id", "amount", "currency", "properties"})
 UNFOLLOW_BLAME_WINDOW = dt.timedelta(days=7)
 
 
@@ -74,20 +79,18 @@ def _parse_time(value: Any) -> dt.datetime:
 def _clean(workspace: Workspace, index: int, row: Mapping[str, Any], touchpoints: Mapping[str, int]) -> _Clean:
     if not isinstance(row, Mapping):
         raise ValidationError("each event must be an object", code="invalid_event")
-    known = {"member_id", "identities", "profile", "type", "channel", "direction", "touchpoint", "occurred_at",
-             "source", "external_id", "amount", "currency", "properties"}
-    unknown = sorted(set(row) - known)
+    unknown = sorted(set(row) - _FIELDS)
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}", code="invalid_field", details={"field": unknown[0]})
     itype = str(row.get("type") or "").strip()
-    if itype not in InteractionType.values:
+    if itype not in _TYPES:
         raise ValidationError(f"type must be one of {', '.join(InteractionType.values)}", code="invalid_type",
                               details={"field": "type"})
     channel = str(row.get("channel") or "").strip()
     if not channel or len(channel) > 64:
         raise ValidationError("channel is required (1–64 characters)", code="invalid_field", details={"field": "channel"})
     direction = str(row.get("direction") or Direction.INBOUND).strip()
-    if direction not in Direction.values:
+    if direction not in _DIRECTIONS:
         raise ValidationError("direction must be 'in' or 'out'", code="invalid_field", details={"field": "direction"})
     tp_code = row.get("touchpoint")
     touchpoint_id = None
@@ -109,9 +112,7 @@ def _clean(workspace: Workspace, index: int, row: Mapping[str, Any], touchpoints
     props = row.get("properties") or {}
     if not isinstance(props, Mapping):
         raise ValidationError("properties must be an object", code="invalid_field", details={"field": "properties"})
-    import json
-
-    if len(json.dumps(props, ensure_ascii=False, default=str)) > MAX_PROPERTIES_BYTES:
+    if props and len(json.dumps(props, ensure_ascii=False, default=str)) > MAX_PROPERTIES_BYTES:
         raise ValidationError("properties is larger than 16 KiB", code="invalid_field", details={"field": "properties"})
     ext = row.get("external_id")
     ext = None if ext in (None, "") else str(ext).strip()

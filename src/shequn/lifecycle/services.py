@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 
 from shequn.core import audit
@@ -98,6 +98,7 @@ def on_interactions(workspace: Workspace, rows: Sequence[Any]) -> None:
     members = scoped(Member, workspace).select_for_update().filter(pk__in=list(by_member)).order_by("pk")
     clock = now()
     changes: list[StageChange] = []
+    updates: list[Member] = []
     for m in members:
         events = sorted(by_member[m.pk], key=lambda r: (r.occurred_at, r.pk))
         seen: dict[str, int] = defaultdict(int)
@@ -131,13 +132,33 @@ def on_interactions(workspace: Workspace, rows: Sequence[Any]) -> None:
                 m.stage_id = target.pk
                 m.stage_changed_at = row.occurred_at
         m.strength = strength_formula.strength(_engagement(m), max(clock, m.last_interaction_at or clock))
-        Member.objects.filter(pk=m.pk).update(
-            interaction_count=m.interaction_count, inbound_count=m.inbound_count, outbound_count=m.outbound_count,
-            purchase_count=m.purchase_count, purchase_total=m.purchase_total,
-            first_interaction_at=m.first_interaction_at, last_interaction_at=m.last_interaction_at,
-            activity_score=m.activity_score, activity_at=m.activity_at, stage_id=m.stage_id,
-            stage_changed_at=m.stage_changed_at, strength=m.strength)
+        updates.append(m)
+    _write_engagement(updates)
     StageChange.objects.bulk_create(changes)
+
+
+_ENGAGEMENT_FIELDS = ("interaction_count", "inbound_count", "outbound_count", "purchase_count", "purchase_total",
+                      "first_interaction_at", "last_interaction_at", "activity_score", "activity_at", "stage_id",
+                      "stage_changed_at", "strength")
+
+
+def _write_engagement(rows: Sequence[Member]) -> None:
+    """One prepared UPDATE executed for every member of the batch (``executemany``): the statement is
+    fixed, only the parameters vary, and the rows are already locked by this transaction."""
+    if not rows:
+        return
+    ops = connection.ops
+    table = Member._meta.db_table
+    fields = [Member._meta.get_field(name) for name in _ENGAGEMENT_FIELDS]
+    qn = ops.quote_name
+    # Only quoted column names from the model go into the text; every value is a parameter.
+    sql = (f"UPDATE {qn(table)} SET {', '.join(f'{qn(f.column)} = %s' for f in fields)}, {qn('updated_at')} = %s "  # noqa: S608
+           f"WHERE {qn('id')} = %s")
+    stamp = now()
+    params = [[*(f.get_db_prep_save(getattr(m, f.attname), connection) for f in fields),
+               Member._meta.get_field("updated_at").get_db_prep_save(stamp, connection), m.pk] for m in rows]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _interactions(workspace: Workspace):  # type: ignore[no-untyped-def]

@@ -82,10 +82,8 @@ def _attribute_q(key: str, value: str) -> Q:
 
 
 def _search(workspace: Workspace, text: str) -> Q:
-    """A search box that understands ids, phones, emails, identity values and name prefixes."""
-    q = Q(display_name__startswith=text)
-    if text.isdigit() and len(text) < 12:
-        q |= Q(pk=int(text))
+    """A search box that understands ids, phones, emails and other identity values (exact, indexed
+    on (workspace, value)) and name prefixes (a range on the (workspace, display_name) index)."""
     values = {text}
     try:
         values.add(normalize_phone(text, workspace.default_country))
@@ -96,7 +94,12 @@ def _search(workspace: Workspace, text: str) -> Q:
             values.add(normalize_email(text))
         except ValidationError:
             pass
-    q |= Q(Exists(scoped(Identity, workspace).filter(value__in=values, member_id=OuterRef("pk"))))
+    ids = list(scoped(Identity, workspace).filter(value__in=values).values_list("member_id", flat=True)[:100])
+    if ids:
+        return Q(pk__in=ids)
+    q = Q(display_name__gte=text, display_name__lt=text + "\U0010ffff")
+    if text.isdigit() and len(text) < 12:
+        q |= Q(pk=int(text))
     return q
 
 
