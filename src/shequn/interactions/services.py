@@ -350,6 +350,7 @@ def repoint_origin(workspace: Workspace, *, origin_member_ids: Sequence[int], fr
 # touchpoint registry
 
 
+RESERVED_TOUCHPOINT_CODES = frozenset({"map", "new"})  # path words of the API and console
 TOUCHPOINT_FIELDS = ("name", "channel", "function", "segment", "lifecycle_stage", "importance", "complexity",
                      "consistency", "description")
 
@@ -384,8 +385,11 @@ def save_touchpoint(workspace: Workspace, code: str, data: Mapping[str, Any], *,
 
     from shequn.core import audit
 
-    if not code or slugify(code) != code:
+    if not code or slugify(code) != code or len(code) > 64:
         raise ValidationError("code must be a slug (a-z, 0-9, - and _)", code="invalid_field", details={"field": "code"})
+    if code in RESERVED_TOUCHPOINT_CODES:
+        raise ValidationError(f"{code!r} is a reserved word; choose another code", code="reserved_code",
+                              details={"field": "code"})
     values = _clean_touchpoint(data)
     tp = scoped(Touchpoint, workspace).select_for_update().filter(code=code).first()
     if tp is None:

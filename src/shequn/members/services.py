@@ -445,24 +445,42 @@ def remove_tags(workspace: Workspace, member_id: int, names: Iterable[str], *, a
     return deleted
 
 
-def ensure_keyword(workspace: Workspace, path: str) -> Keyword:
-    """Create (if needed) every node of ``一级/二级/…`` and return the leaf."""
+def _keyword_parts(path: str) -> list[str]:
     parts = [_clean_name(p, "keyword") for p in str(path).split("/") if p.strip()]
     if not parts:
         raise ValidationError(f"invalid keyword path {path!r}", code="invalid_keyword")
-    parent: Keyword | None = None
-    for depth in range(1, len(parts) + 1):
-        node_path = "/".join(parts[:depth])
-        parent, _ = Keyword.objects.get_or_create(  # backed by uniq_keyword_path
-            workspace=workspace, path=node_path, defaults={"name": parts[depth - 1], "parent": parent, "depth": depth})
-    assert parent is not None
-    return parent
+    return parts
+
+
+def ensure_keywords(workspace: Workspace, paths: Iterable[str]) -> list[Keyword]:
+    """Create (if needed) every node of each ``一级/二级/…`` path and return the leaves, in order.
+    One query finds the nodes that exist; only missing nodes are written."""
+    split = [_keyword_parts(p) for p in paths]
+    wanted = {"/".join(parts[:d]) for parts in split for d in range(1, len(parts) + 1)}
+    nodes = {k.path: k for k in scoped(Keyword, workspace).filter(path__in=wanted)}
+    for parts in split:
+        parent: Keyword | None = None
+        for depth in range(1, len(parts) + 1):
+            node_path = "/".join(parts[:depth])
+            node = nodes.get(node_path)
+            if node is None:
+                node, _ = Keyword.objects.get_or_create(  # backed by uniq_keyword_path
+                    workspace=workspace, path=node_path,
+                    defaults={"name": parts[depth - 1], "parent": parent, "depth": depth})
+                nodes[node_path] = node
+            parent = node
+    return [nodes["/".join(parts)] for parts in split]
+
+
+def ensure_keyword(workspace: Workspace, path: str) -> Keyword:
+    """Create (if needed) every node of ``一级/二级/…`` and return the leaf."""
+    return ensure_keywords(workspace, [path])[0]
 
 
 @transaction.atomic
 def add_keywords(workspace: Workspace, member_id: int, paths: Iterable[str], *, actor: str) -> list[Keyword]:
     member = get_scoped(Member, workspace, member_id)
-    kws = [ensure_keyword(workspace, p) for p in paths]
+    kws = ensure_keywords(workspace, paths)
     MemberKeyword.objects.bulk_create([MemberKeyword(workspace=workspace, member=member, keyword=k) for k in kws],
                                       ignore_conflicts=True)
     if kws:
@@ -473,8 +491,11 @@ def add_keywords(workspace: Workspace, member_id: int, paths: Iterable[str], *, 
 @transaction.atomic
 def remove_keywords(workspace: Workspace, member_id: int, paths: Iterable[str], *, actor: str) -> int:
     member = get_scoped(Member, workspace, member_id)
+    paths = list(paths)
     deleted, _ = MemberKeyword.objects.filter(member=member, keyword__workspace=workspace,
-                                              keyword__path__in=list(paths)).delete()
+                                              keyword__path__in=paths).delete()
+    if deleted:
+        audit.record(workspace, actor, "member.unkeyword", member, {"keywords": paths})
     return deleted
 
 
