@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "shequn.members",
     "shequn.interactions",
     "shequn.lifecycle",
+    "shequn.channels",
     "shequn.console",
 ]
 

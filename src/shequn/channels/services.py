@@ -1,0 +1,212 @@
+"""Every write of the channels domain: connecting WeChat Official Accounts, their reply settings, and
+recording what they receive (through ``interactions.services.ingest_batch``, the one write path of
+interactions)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+
+from shequn.core import audit
+from shequn.core.errors import ValidationError
+from shequn.core.models import Workspace
+from shequn.core.tenancy import get_scoped
+
+from . import queries
+from .models import InboundMessage, WeChatAccount, WeChatMode
+from .replies import Reply, compute_reply
+from .wechat import WeChatMessage, aes_key_problem
+
+_APP_ID_RE = re.compile(r"^wx[0-9A-Za-z]{10,30}$")
+_SECRET_RE = re.compile(r"^[0-9A-Za-z]{16,64}$")
+_TOKEN_RE = re.compile(r"^[0-9A-Za-z]{3,32}$")
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_REPLY_BYTES = 2048
+MAX_TOLERANCE = 24 * 3600
+QR_SCENE_PREFIX = "qrscene_"
+QR_SOURCE_CHANNEL = "wechat_qr"
+MAX_SCENE = 64
+
+
+def _field_error(field: str, message: str) -> ValidationError:
+    return ValidationError(message, code="invalid_field", details={"field": field})
+
+
+def _clean_account_fields(app_id: str, app_secret: str, token: str, aes_key: str, mode: str) -> tuple[str, ...]:
+    app_id, app_secret, token, aes_key, mode = (str(v or "").strip() for v in (app_id, app_secret, token, aes_key, mode))
+    if not _APP_ID_RE.match(app_id):
+        raise _field_error("app_id", _("the AppID starts with 'wx' followed by letters and digits (开发 › 基本配置)"))
+    if not _SECRET_RE.match(app_secret):
+        raise _field_error("app_secret", _("the AppSecret is 16–64 letters and digits"))
+    if not _TOKEN_RE.match(token):
+        raise _field_error("token", _("the Token must be 3–32 letters or digits, the same as in the WeChat console"))
+    if mode not in WeChatMode.values:
+        raise _field_error("mode", _("mode must be one of: %(modes)s") % {"modes": ", ".join(WeChatMode.values)})
+    if aes_key or mode != WeChatMode.PLAINTEXT:
+        if not aes_key:
+            raise _field_error("encoding_aes_key", _("compatible and safe mode need the EncodingAESKey"))
+        problem = aes_key_problem(aes_key)
+        if problem:
+            raise _field_error("encoding_aes_key", problem)
+    return app_id, app_secret, token, aes_key, mode
+
+
+def _clean_tolerance(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOLERANCE:
+        raise _field_error("timestamp_tolerance",
+                           _("timestamp tolerance must be 0 (off) to %(max)s seconds") % {"max": MAX_TOLERANCE})
+    return value
+
+
+def _new_endpoint_key() -> str:
+    return secrets.token_urlsafe(24)  # 192 random bits, 32 URL-safe characters
+
+
+@transaction.atomic
+def connect_account(workspace: Workspace, app_id: str, app_secret: str, token: str, aes_key: str, mode: str,
+                    actor: str, *, timestamp_tolerance: int | None = None) -> tuple[WeChatAccount, str]:
+    """Connect an Official Account to ``workspace`` (or update the connection of the same AppID) and
+    return it with the path of its server URL. Reconnecting keeps the URL and the reply settings."""
+    app_id, app_secret, token, aes_key, mode = _clean_account_fields(app_id, app_secret, token, aes_key, mode)
+    tolerance = _clean_tolerance(timestamp_tolerance)
+    values: dict[str, Any] = {"app_secret": app_secret, "token": token, "encoding_aes_key": aes_key, "mode": mode}
+    if tolerance is not None:
+        values["timestamp_tolerance"] = tolerance
+    account, created = WeChatAccount.objects.select_for_update().update_or_create(  # backed by uniq_wechat_app_per_workspace
+        workspace=workspace, app_id=app_id, defaults=values,
+        create_defaults={**values, "endpoint_key": _new_endpoint_key()})
+    audit.record(workspace, actor, "wechat.connect" if created else "wechat.reconnect", account,
+                 {"app_id": app_id, "mode": mode})
+    return account, queries.server_path(account)
+
+
+def _clean_reply_text(field: str, text: str | None) -> str | None:
+    if text is None:
+        return None
+    value = str(text).strip()
+    if _CONTROL_RE.search(value):
+        raise _field_error(field, _("the reply text contains control characters"))
+    if len(value.encode("utf-8")) > MAX_REPLY_BYTES:
+        raise _field_error(field, _("the reply text is longer than %(n)s bytes, WeChat's limit") % {"n": MAX_REPLY_BYTES})
+    return value
+
+
+@transaction.atomic
+def set_auto_replies(workspace: Workspace, account_id: int, *, welcome_text: str | None = None,
+                     reply_text: str | None = None, actor: str) -> WeChatAccount:
+    """Set the welcome text (reply to a new follower) and the default auto-reply text; ``None`` leaves a
+    value unchanged, an empty string turns it off."""
+    account = get_scoped(WeChatAccount, workspace, account_id, for_update=True)
+    changed: list[str] = []
+    for field, value in (("welcome_text", _clean_reply_text("welcome_text", welcome_text)),
+                         ("reply_text", _clean_reply_text("reply_text", reply_text))):
+        if value is not None and getattr(account, field) != value:
+            setattr(account, field, value)
+            changed.append(field)
+    if changed:
+        account.save(update_fields=[*changed, "updated_at"])
+        audit.record(workspace, actor, "wechat.auto_replies", account, {"fields": changed})
+    return account
+
+
+# ---------------------------------------------------------------------------------------------
+# inbound messages
+
+
+@dataclass(frozen=True)
+class Processed:
+    """The outcome of one pushed message: the reply to send (None: answer ``success``), the record,
+    and whether it was a retry of a message processed before."""
+
+    reply: Reply | None
+    record: InboundMessage
+    replayed: bool
+
+
+_EVENT_TYPES = {"subscribe": "follow", "unsubscribe": "unfollow", "scan": "scan"}
+
+
+def interaction_for(account: WeChatAccount, message: WeChatMessage) -> dict[str, Any]:
+    """The interaction event (as ``ingest_batch`` takes it) that records ``message``."""
+    props = message.properties()
+    profile: dict[str, str] = {}
+    if message.is_event:
+        itype = _EVENT_TYPES.get(message.event_lower, "custom")
+        key = message.event_key
+        if message.event_lower == "subscribe" and key.startswith(QR_SCENE_PREFIX):
+            scene = key[len(QR_SCENE_PREFIX):][:MAX_SCENE]
+            props["scene"] = scene
+            if scene:
+                profile = {"source_channel": QR_SOURCE_CHANNEL, "source_code": scene}
+        elif message.event_lower == "scan" and key:
+            props["scene"] = key[:MAX_SCENE]
+    else:
+        itype = "message"
+    props["account"] = account.app_id
+    event: dict[str, Any] = {
+        "identities": [{"kind": "wechat_openid", "namespace": account.app_id, "value": message.from_user}],
+        "type": itype,
+        "channel": "wechat",
+        "direction": "in",
+        "occurred_at": dt.datetime.fromtimestamp(message.create_time, tz=dt.UTC),
+        "source": account.source,
+        "external_id": message.dedup_key,
+        "properties": props,
+    }
+    if profile:
+        event["profile"] = profile
+    return event
+
+
+def _replay(record: InboundMessage) -> Processed:
+    reply = Reply(kind=record.reply_type, content=record.reply_content) if record.reply_type else None
+    return Processed(reply=reply, record=record, replayed=True)
+
+
+def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
+    """Record one message or event pushed to ``account`` and decide its passive reply — once.
+
+    The ``InboundMessage`` row is inserted first: a retry that arrives while the first delivery is
+    still being processed waits on the unique index (PostgreSQL) or the write lock (SQLite), then
+    finds the stored row and returns its reply. The interaction, the member upsert and the stored
+    reply commit together, so a failure leaves nothing behind and WeChat's next retry starts afresh."""
+    from shequn.interactions import services as interactions
+
+    workspace = account.workspace
+    key = message.dedup_key
+    for _attempt in range(3):
+        stored = queries.find_inbound(account, key)
+        if stored is not None:
+            return _replay(stored)
+        try:
+            with transaction.atomic():
+                record = InboundMessage.objects.create(
+                    workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
+                    event=message.event, from_user=message.from_user, to_user=message.to_user)
+                [result] = interactions.ingest_batch(workspace, [interaction_for(account, message)],
+                                                     actor=account.source)
+                if result.status == "error":
+                    error = result.error or {}
+                    raise ValidationError(str(error.get("message", "")), code=str(error.get("code", "invalid_event")),
+                                          details=error.get("details"))
+                reply = compute_reply(account, message)
+                record.interaction_id = result.id
+                if reply is not None:
+                    record.reply_type, record.reply_content = reply.kind, reply.content
+                record.save(update_fields=["interaction", "reply_type", "reply_content"])
+                return Processed(reply=reply, record=record, replayed=False)
+        except IntegrityError:
+            # A concurrent delivery of the same message committed first: the next pass finds it.
+            continue
+    stored = queries.find_inbound(account, key)
+    if stored is None:
+        raise ValidationError(_("the message could not be recorded"), code="inbound_conflict")
+    return _replay(stored)

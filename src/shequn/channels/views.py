@@ -1,0 +1,59 @@
+"""The WeChat server endpoint (服务器地址): HTTP in/out only.
+
+WeChat calls ``/wechat/<endpoint_key>/`` with GET to verify the URL and with POST to push messages
+and events. The view finds the account by its endpoint key, lets the protocol module authenticate,
+decrypt and parse the request, hands the message to ``services.receive_message`` and renders the
+passive reply (encrypted when the request was)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
+
+from shequn.core.clock import now
+from shequn.core.errors import ShequnError
+
+from . import queries, replies, services, wechat
+
+logger = logging.getLogger("shequn.channels.wechat")
+
+SUCCESS = "success"
+
+
+def _error(exc: ShequnError) -> HttpResponse:
+    response = HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
+    response["X-Shequn-Error"] = exc.code
+    return response
+
+
+@csrf_exempt
+@require_http_methods(["GET", "POST"])
+def endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
+    account = queries.account_by_endpoint_key(endpoint_key)
+    if account is None:
+        return HttpResponse(_("unknown server URL"), status=404, content_type="text/plain; charset=utf-8")
+    creds = account.credentials()
+    params = {k: request.GET.get(k, "") for k in request.GET}
+    stamp = int(now().timestamp())
+    try:
+        if request.method == "GET":
+            return HttpResponse(wechat.verify_url(creds, params, now=stamp), content_type="text/plain; charset=utf-8")
+        length = request.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > wechat.MAX_BODY_BYTES:
+            raise wechat.BodyTooLarge(_("the message is larger than %(n)s bytes") % {"n": wechat.MAX_BODY_BYTES})
+        inbound = wechat.open_message(creds, params, request.body, now=stamp)
+        processed = services.receive_message(account, inbound.message)
+    except ShequnError as exc:
+        logger.warning("wechat %s: %s request refused (%s): %s", account.app_id, request.method, exc.code, exc.message)
+        return _error(exc)
+    if processed.reply is None:
+        return HttpResponse(SUCCESS, content_type="text/plain; charset=utf-8")
+    xml = replies.render(processed.reply, message=inbound.message,
+                         create_time=int(processed.record.received_at.timestamp()))
+    if inbound.encrypted:
+        xml = wechat.render_encrypted(creds, xml, timestamp=params.get("timestamp", ""), nonce=params.get("nonce", ""))
+    return HttpResponse(xml, content_type="application/xml; charset=utf-8")
