@@ -272,33 +272,8 @@ class InteractionPlanner:
 
     def predict(self, events: Sequence[Mapping[str, Any]]) -> list[services.RowResult]:
         ws = self.workspace
-        results = [services.RowResult(index=i, status="pending") for i in range(len(events))]
-        clean = []
-        for i, row in enumerate(events):
-            try:
-                clean.append(services._clean(ws, i, row, self.touchpoints))
-            except ShequnError as exc:
-                results[i] = services.RowResult(index=i, status=STATUS_ERROR, error=exc.as_dict())
-        seen: set[tuple[str, str]] = set()
-        fresh = []
-        for c in clean:
-            if c.external_id is not None:
-                key = (c.source, c.external_id)
-                if key in seen:
-                    results[c.index] = services.RowResult(index=c.index, status=STATUS_DUPLICATE)
-                    continue
-                seen.add(key)
-            fresh.append(c)
-        stored = services._stored_keys(ws, [c for c in fresh if c.external_id is not None])
-        todo = []
-        for c in fresh:
-            if c.external_id is not None:
-                hit = stored.get((c.source, c.external_id))
-                if hit is not None or (c.source, c.external_id) in self.created_keys:
-                    results[c.index] = services.RowResult(index=c.index, status=STATUS_DUPLICATE,
-                                                          id=hit[0] if hit else None, member_id=hit[1] if hit else None)
-                    continue
-            todo.append(c)
+        triage = services.triage_batch(ws, events, pending_keys=self.created_keys)
+        results, todo = triage.results, triage.todo
         valid_ids = member_queries.existing_ids(ws, {c.member_id for c in todo if c.member_id})
         for c in todo:
             try:
@@ -307,8 +282,7 @@ class InteractionPlanner:
                         raise ValidationError(f"member {c.member_id} not found", code="unknown_member",
                                               details={"field": "member_id"})
                 else:
-                    if not all(isinstance(i, Mapping) for i in c.identities):
-                        raise ValidationError("each identity must be an object {kind, value}", code="invalid_identity")
+                    services.identity_key(c)
                     members.clean_identities(ws, c.identities)
                     members.clean_profile(ws, c.profile)
             except ShequnError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -147,12 +147,20 @@ def ingest(workspace: Workspace, event: Mapping[str, Any], *, actor: str = "api"
     return result
 
 
-def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, actor: str = "api") -> list[RowResult]:
-    """Store a batch. Good rows are stored, bad rows are reported with their reason, and rows whose
-    ``(source, external_id)`` was already stored are reported as ``duplicate`` with the stored id."""
-    from shequn.members import queries as member_queries
-    from shequn.members import services as members
+@dataclass
+class Triage:
+    """A batch sorted before anything is written: ``results`` already holds the bad rows and the
+    duplicates; ``todo`` are the rows to store; ``repeats`` maps an in-batch repeat to the row it repeats."""
 
+    results: list[RowResult]
+    todo: list[_Clean]
+    repeats: dict[int, int]
+
+
+def triage_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *,
+                 pending_keys: Collection[tuple[str, str]] = ()) -> Triage:
+    """Validate every row and find duplicates — inside the batch, against what is stored, and against
+    ``pending_keys`` (keys a dry run has already counted as created). Reads only."""
     touchpoints = dict(scoped(Touchpoint, workspace).values_list("code", "id"))
     results: list[RowResult] = [RowResult(index=i, status="pending") for i in range(len(events))]
     clean: list[_Clean] = []
@@ -162,35 +170,55 @@ def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, a
         except ShequnError as exc:
             results[i] = RowResult(index=i, status="error", error=exc.as_dict())
 
-    # Duplicates inside the batch and against what is stored.
     seen: dict[tuple[str, str], int] = {}
+    repeats: dict[int, int] = {}
     fresh: list[_Clean] = []
     for c in clean:
         if c.external_id is not None:
             key = (c.source, c.external_id)
             if key in seen:
-                results[c.index] = RowResult(index=c.index, status="duplicate_in_batch")
+                repeats[c.index] = seen[key]
+                results[c.index] = RowResult(index=c.index, status="duplicate")
                 continue
             seen[key] = c.index
         fresh.append(c)
     stored = _stored_keys(workspace, [c for c in fresh if c.external_id is not None])
     todo = []
     for c in fresh:
-        hit = stored.get((c.source, c.external_id)) if c.external_id is not None else None
+        key = (c.source, c.external_id) if c.external_id is not None else None
+        hit = stored.get(key) if key else None
         if hit is not None:
             results[c.index] = RowResult(index=c.index, status="duplicate", id=hit[0], member_id=hit[1])
+        elif key is not None and key in pending_keys:
+            results[c.index] = RowResult(index=c.index, status="duplicate")
         else:
             todo.append(c)
-    for c in clean:
-        if results[c.index].status == "duplicate_in_batch":
-            first = results[seen[(c.source, c.external_id)]]  # type: ignore[index]
-            results[c.index] = RowResult(index=c.index, status="duplicate", id=None, member_id=first.member_id)
+    return Triage(results=results, todo=todo, repeats=repeats)
+
+
+def identity_key(c: _Clean) -> tuple[tuple[str, str, str], ...]:
+    """The identities of a row as a hashable key; raises for identities that are not objects."""
+    key = tuple(sorted((str(i.get("kind")), str(i.get("namespace") or ""), str(i.get("value")))
+                       for i in c.identities if isinstance(i, Mapping)))
+    if len(key) != len(c.identities):
+        raise ValidationError("each identity must be an object {kind, value}", code="invalid_identity")
+    return key
+
+
+def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, actor: str = "api") -> list[RowResult]:
+    """Store a batch. Good rows are stored, bad rows are reported with their reason, and rows whose
+    ``(source, external_id)`` was already stored are reported as ``duplicate`` with the stored id."""
+    from shequn.members import queries as member_queries
+    from shequn.members import services as members
+
+    triage = triage_batch(workspace, events)
+    results = triage.results
 
     # Resolve members (each distinct identity set once).
-    valid_ids = member_queries.existing_ids(workspace, {c.member_id for c in todo if c.member_id})
+    valid_ids = member_queries.existing_ids(workspace, {c.member_id for c in triage.todo if c.member_id})
     cache: dict[tuple, int] = {}
     ready: list[tuple[_Clean, int]] = []
-    for c in todo:
+    for c in triage.todo:
         try:
             if c.member_id:
                 if c.member_id not in valid_ids:
@@ -198,10 +226,7 @@ def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, a
                                           details={"field": "member_id"})
                 mid = c.member_id
             else:
-                key = tuple(sorted((str(i.get("kind")), str(i.get("namespace") or ""), str(i.get("value")))
-                                   for i in c.identities if isinstance(i, Mapping)))
-                if len(key) != len(c.identities):
-                    raise ValidationError("each identity must be an object {kind, value}", code="invalid_identity")
+                key = identity_key(c)
                 if key in cache and not c.profile:
                     mid = cache[key]
                 else:
@@ -219,13 +244,11 @@ def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, a
                                          member_id=hit[1] if hit else mid)
         else:
             results[c.index] = RowResult(index=c.index, status="created", id=row.pk, member_id=mid)
-    # Resolve the remaining in-batch duplicates to the id of the row they repeat.
-    for r in results:
-        if r.status == "duplicate" and r.id is None:
-            for c in clean:
-                if c.index == r.index and c.external_id is not None:
-                    src = results[seen[(c.source, c.external_id)]]
-                    r.id, r.member_id = src.id, src.member_id
+    # An in-batch repeat answers with the id of the row it repeats (stored now, or found stored).
+    for index, first in triage.repeats.items():
+        src = results[first]
+        if src.status in ("created", "duplicate"):
+            results[index].id, results[index].member_id = src.id, src.member_id
     return results
 
 
@@ -271,12 +294,20 @@ def _store(workspace: Workspace, ready: list[tuple[_Clean, int]]) -> list[tuple[
     return out
 
 
+# Domains that react to new interactions (loyalty earn rules, journeys …) register a handler here
+# from their AppConfig.ready(). Handlers run inside the storing transaction, once per stored row
+# (never for duplicates), after lifecycle and touchpoint updates; they enqueue slow work on commit.
+INTERACTION_HANDLERS: list[Callable[[Workspace, list[Interaction]], None]] = []
+
+
 def _apply_effects(workspace: Workspace, rows: list[Interaction]) -> None:
     """Inside the storing transaction: everything derived from new interactions."""
     from shequn.lifecycle import services as lifecycle
 
     lifecycle.on_interactions(workspace, rows)
     _roll_up_touchpoints(workspace, rows)
+    for handler in INTERACTION_HANDLERS:
+        handler(workspace, rows)
 
 
 def trust_signal(row: Interaction) -> int:

@@ -610,7 +610,7 @@ def _identity_refs(workspace: Workspace, values: Mapping[str, str]) -> list[serv
 
 
 def _keyword_path(raw: str) -> str:
-    parts = [services._clean_name(p, "keyword") for p in raw.split("/") if p.strip()]
+    parts = [services.clean_name(p, "keyword") for p in raw.split("/") if p.strip()]
     if not parts:
         raise ValidationError(_("invalid keyword path %(path)r") % {"path": raw}, code="invalid_keyword")
     path = "/".join(parts)
@@ -683,13 +683,13 @@ class MembersProcessor:
             if definition is None:
                 raise RowError(_("unknown attribute %(key)r") % {"key": key}, code="unknown_attribute", field=name)
             try:
-                attributes[key] = services._convert_attribute(definition, raw)
+                attributes[key] = services.convert_attribute(definition, raw)
             except (ValueError, ArithmeticError, TypeError):
                 raise RowError(_("attribute %(key)r expects %(type)s, got %(value)r")
                                % {"key": key, "type": definition.type, "value": raw}, code="invalid_attribute",
                                field=name) from None
         try:
-            tags = _unique(services._clean_name(t, "tag") for t in split_multi(values.get("tags", "")))
+            tags = _unique(services.clean_name(t, "tag") for t in split_multi(values.get("tags", "")))
         except ShequnError as exc:
             raise RowError(exc.message, code=exc.code, field="tags") from None
         try:
@@ -781,7 +781,7 @@ class MemberPlanner:
     """Predicts, without writing, what upsert_member + add_tags + add_keywords would do to each row
     of a file, given what is stored and what the earlier rows of the file would have written: the
     same identity lookup, the same merge of several matching members into the oldest, the same
-    profile rules (``services._apply_profile``), the same tag and keyword links."""
+    profile rules (``services.apply_profile``), the same tag and keyword links."""
 
     def __init__(self, workspace: Workspace) -> None:
         self.workspace = workspace
@@ -872,7 +872,7 @@ class MemberPlanner:
             if k not in self.owner:
                 self.owner[k] = survivor_key
                 changed = True
-        changed |= services._apply_profile(survivor, profile, row.attributes, overwrite=True)  # type: ignore[arg-type]
+        changed |= services.apply_profile(survivor, profile, row.attributes, overwrite=True)  # type: ignore[arg-type]
         new_tags = tuple(t for t in tags if t not in survivor.tags)
         new_keywords = tuple(k for k in keywords if k not in survivor.keywords)
         if new_tags or new_keywords:

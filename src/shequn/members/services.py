@@ -116,14 +116,14 @@ def clean_attributes(workspace: Workspace, values: Mapping[str, Any]) -> dict[st
             out[key] = None
             continue
         try:
-            out[key] = _convert_attribute(d, raw)
+            out[key] = convert_attribute(d, raw)
         except (ValueError, InvalidOperation, TypeError):
             raise ValidationError(f"attribute {key!r} expects {d.type}, got {raw!r}", code="invalid_attribute",
                                   details={"field": key}) from None
     return out
 
 
-def _convert_attribute(d: AttributeDefinition, raw: Any) -> Any:
+def convert_attribute(d: AttributeDefinition, raw: Any) -> Any:
     if d.type == AttributeType.NUMBER:
         number = Decimal(str(raw).strip())
         if not number.is_finite():
@@ -229,7 +229,7 @@ def _upsert_locked(workspace: Workspace, refs: list[IdentityRef], prof: dict[str
     if new:
         Identity.objects.bulk_create([Identity(workspace=workspace, member=survivor, kind=r.kind, namespace=r.namespace,
                                                value=r.value) for r in new])
-    changed |= _apply_profile(survivor, prof, attrs, overwrite=overwrite)
+    changed |= apply_profile(survivor, prof, attrs, overwrite=overwrite)
     if referrer is not None and survivor.referrer_id is None and referrer.pk != survivor.pk:
         survivor.referrer = referrer
         changed = True
@@ -238,7 +238,7 @@ def _upsert_locked(workspace: Workspace, refs: list[IdentityRef], prof: dict[str
     return UpsertResult(member=survivor, created=False, changed=changed, merges=merges)
 
 
-def _apply_profile(member: Member, prof: Mapping[str, Any], attrs: Mapping[str, Any], *, overwrite: bool) -> bool:
+def apply_profile(member: Member, prof: Mapping[str, Any], attrs: Mapping[str, Any], *, overwrite: bool) -> bool:
     changed = False
     for key, value in prof.items():
         current = getattr(member, key)
@@ -269,7 +269,7 @@ def update_profile(workspace: Workspace, member_id: int, profile: Mapping[str, A
     member = get_scoped(Member, workspace, member_id, for_update=True)
     prof = clean_profile(workspace, profile or {})
     attrs = clean_attributes(workspace, attributes or {})
-    if _apply_profile(member, prof, attrs, overwrite=True):
+    if apply_profile(member, prof, attrs, overwrite=True):
         member.save()
         audit.record(workspace, actor, "member.update", member, {"fields": sorted([*prof, *attrs])})
     return member
@@ -410,7 +410,7 @@ def unmerge(workspace: Workspace, record_id: int, *, actor: str) -> MergeRecord:
 # tags, keywords, attribute definitions, consent
 
 
-def _clean_name(name: str, what: str, limit: int = 64) -> str:
+def clean_name(name: str, what: str, limit: int = 64) -> str:
     text = str(name).strip()
     if not text or len(text) > limit or "/" in text and what == "tag":
         raise ValidationError(f"invalid {what} name {name!r}", code=f"invalid_{what}")
@@ -418,7 +418,7 @@ def _clean_name(name: str, what: str, limit: int = 64) -> str:
 
 
 def ensure_tags(workspace: Workspace, names: Iterable[str]) -> list[Tag]:
-    cleaned = sorted({_clean_name(n, "tag") for n in names})
+    cleaned = sorted({clean_name(n, "tag") for n in names})
     if not cleaned:
         return []
     Tag.objects.bulk_create([Tag(workspace=workspace, name=n) for n in cleaned], ignore_conflicts=True)
@@ -446,7 +446,7 @@ def remove_tags(workspace: Workspace, member_id: int, names: Iterable[str], *, a
 
 
 def _keyword_parts(path: str) -> list[str]:
-    parts = [_clean_name(p, "keyword") for p in str(path).split("/") if p.strip()]
+    parts = [clean_name(p, "keyword") for p in str(path).split("/") if p.strip()]
     if not parts:
         raise ValidationError(f"invalid keyword path {path!r}", code="invalid_keyword")
     return parts
@@ -521,7 +521,7 @@ def set_subscription(workspace: Workspace, member_id: int, scope: str, key: str,
                      source: str = "", actor: str) -> Subscription:
     if scope not in SubscriptionScope.values:
         raise ValidationError("scope must be 'category' or 'tag'", code="invalid_scope")
-    key = _clean_name(key, "subscription")
+    key = clean_name(key, "subscription")
     member = get_scoped(Member, workspace, member_id)
     sub, _ = Subscription.objects.update_or_create(  # backed by uniq_subscription
         member=member, scope=scope, key=key,
