@@ -151,6 +151,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from shequn import demo
+    from shequn.core import services as core_services
     from shequn.core.models import Workspace
 
     print(_("Preparing the database …"), file=sys.stderr)
@@ -158,7 +159,7 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     existing = Workspace.objects.filter(slug=DEMO_SLUG).first()
     if existing is not None and ns.reset:
         print(_("Removing the old demo workspace …"), file=sys.stderr)
-        _delete_workspace(existing)
+        core_services.delete_workspace(existing, actor="cli:demo --reset")
         existing = None
     if existing is None:
         print(_("Building the demo workspace: %(members)s members, about %(interactions)s interactions …")
@@ -210,14 +211,6 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
     failed = [p.returncode for p in (server, worker) if p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
     return 1 if failed else 0
-
-
-def _delete_workspace(workspace: Workspace) -> None:
-    """Remove a workspace and everything in it (used by ``demo --reset`` only)."""
-    from django.db import transaction
-
-    with transaction.atomic():
-        workspace.delete()
 
 
 def cmd_serve(ns: argparse.Namespace) -> int:

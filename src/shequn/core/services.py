@@ -40,6 +40,15 @@ def create_workspace(slug: str, name: str, *, timezone: str = "Asia/Shanghai", c
 
 
 @transaction.atomic
+def delete_workspace(workspace: Workspace, *, actor: str = "system") -> None:
+    """Remove a workspace and everything in it. Irreversible; the CLI uses it for ``demo --reset``."""
+    import logging
+
+    logging.getLogger("shequn.audit").warning("workspace %s deleted by %s", workspace.slug, actor)
+    Workspace.objects.filter(pk=workspace.pk).delete()
+
+
+@transaction.atomic
 def add_staff(workspace: Workspace, user: AbstractBaseUser, role: str, *, actor: str = "system") -> StaffMembership:
     if role not in Role.values:
         raise ValidationError(f"role must be one of {', '.join(Role.values)}", code="invalid_role")
