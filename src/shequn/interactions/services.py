@@ -231,7 +231,8 @@ def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, a
                     mid = cache[key]
                 else:
                     up = members.upsert_member(workspace, c.identities, c.profile, overwrite=False, actor=actor,
-                                               reason=f"identities seen together in a {c.type} event")
+                                               reason=f"identities seen together in a {c.type} event",
+                                               at=c.occurred_at)
                     mid = cache[key] = up.member.pk
             ready.append((c, mid))
         except ShequnError as exc:

@@ -3,6 +3,7 @@ strength, and the stage history. Called inside the transaction that stores inter
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
@@ -195,15 +196,19 @@ def recompute_engagement(workspace: Workspace, member_id: int) -> Member:
     return m
 
 
-def after_merge(workspace: Workspace, *, survivor_id: int, absorbed_id: int, actor: str) -> None:
+def after_merge(workspace: Workspace, *, survivor_id: int, absorbed_id: int, actor: str,
+                at: dt.datetime | None = None) -> None:
+    """The survivor takes the further stage of the two; the change is dated ``at`` (the time of the
+    event that proved the two members one person) or now."""
+    when = at or now()
     survivor = recompute_engagement(workspace, survivor_id)
     absorbed = scoped(Member, workspace).get(pk=absorbed_id)
     positions = {s.pk: s.position for s in scoped(Stage, workspace)}
     if absorbed.stage_id and positions.get(absorbed.stage_id, 0) > positions.get(survivor.stage_id or -1, 0):
         StageChange.objects.create(workspace=workspace, member=survivor, from_stage_id=survivor.stage_id,
-                                   to_stage_id=absorbed.stage_id, at=now(), cause="merge", actor=actor)
+                                   to_stage_id=absorbed.stage_id, at=when, cause="merge", actor=actor)
         survivor.stage_id = absorbed.stage_id
-        survivor.stage_changed_at = now()
+        survivor.stage_changed_at = when
         survivor.save(update_fields=["stage", "stage_changed_at", "updated_at"])
 
 

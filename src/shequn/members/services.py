@@ -180,10 +180,12 @@ def upsert_member(
     actor: str = "system",
     reason: str = "identities seen together",
     referrer: Member | None = None,
+    at: dt.datetime | None = None,
 ) -> UpsertResult:
     """Find the member any of ``identities`` belongs to, or create one; attach the identities that
     are new; update the profile. When the identities belong to several members, those members are
-    one person: they are merged into the oldest, with an audit record (undoable)."""
+    one person: they are merged into the oldest, with an audit record (undoable). ``at`` is when the
+    evidence happened (the event's time), used for the stage history of a merge."""
     refs = clean_identities(workspace, identities)
     if not refs:
         raise ValidationError("at least one identity is needed", code="no_identity")
@@ -193,7 +195,7 @@ def upsert_member(
         try:
             with transaction.atomic():
                 return _upsert_locked(workspace, refs, prof, attrs, overwrite=overwrite, actor=actor,
-                                      reason=reason, referrer=referrer)
+                                      reason=reason, referrer=referrer, at=at)
         except IntegrityError:
             # Another transaction created one of these identities between our read and our write;
             # the next attempt finds it.
@@ -203,7 +205,8 @@ def upsert_member(
 
 
 def _upsert_locked(workspace: Workspace, refs: list[IdentityRef], prof: dict[str, Any], attrs: dict[str, Any],
-                   *, overwrite: bool, actor: str, reason: str, referrer: Member | None) -> UpsertResult:
+                   *, overwrite: bool, actor: str, reason: str, referrer: Member | None,
+                   at: dt.datetime | None) -> UpsertResult:
     from django.db.models import Q
 
     query = Q()
@@ -221,7 +224,7 @@ def _upsert_locked(workspace: Workspace, refs: list[IdentityRef], prof: dict[str
 
     members = list(scoped(Member, workspace).select_for_update().filter(pk__in=member_ids).order_by("pk"))
     survivor = members[0]
-    merges = [merge_members(workspace, survivor, other, reason=reason, actor=actor, _locked=True) for other in members[1:]]
+    merges = [merge_members(workspace, survivor, other, reason=reason, actor=actor, at=at) for other in members[1:]]
     survivor.refresh_from_db()
     known = {(k, ns, v) for k, ns, v, _ in existing}
     new = [r for r in refs if (r.kind, r.namespace, r.value) not in known]
@@ -295,7 +298,7 @@ def add_identity(workspace: Workspace, member_id: int, ident: IdentityRef | Mapp
 
 
 def merge_members(workspace: Workspace, survivor: Member | int, absorbed: Member | int, *, reason: str, actor: str,
-                  _locked: bool = False) -> MergeRecord:
+                  at: dt.datetime | None = None) -> MergeRecord:
     """Fold ``absorbed`` into ``survivor``: identities and interactions move, tags and keywords are
     united, blank profile fields are filled. Everything moved is written to the MergeRecord."""
     from shequn.interactions import services as interactions
@@ -345,7 +348,7 @@ def merge_members(workspace: Workspace, survivor: Member | int, absorbed: Member
         a.save(update_fields=["status", "merged_into", "updated_at"])
 
         interactions.repoint_member(workspace, from_member_ids=moved_members, to_member_id=s.pk)
-        lifecycle.after_merge(workspace, survivor_id=s.pk, absorbed_id=a.pk, actor=actor)
+        lifecycle.after_merge(workspace, survivor_id=s.pk, absorbed_id=a.pk, actor=actor, at=at)
 
         record = MergeRecord.objects.create(
             workspace=workspace, survivor=s, absorbed=a, reason=reason[:255], actor=actor,
