@@ -3,42 +3,17 @@ MsgId arrive at once, on a real PostgreSQL server with real threads (each has it
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection
 
 from shequn.channels.models import InboundMessage
 from shequn.core import services as core
 from shequn.interactions.models import Interaction
 from shequn.members.models import Member
+from tests.threads import run_threads
 
 from .helpers import WeChatServer, connect, event_xml, text_xml
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_threads(n, fn):
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-    results: list[object] = []
-
-    def body(i):
-        try:
-            barrier.wait()
-            results.append(fn(i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
 
 
 @pytest.mark.parametrize("xml", [text_xml("在吗", "24000000000000099"), event_xml("subscribe", "qrscene_s1")])

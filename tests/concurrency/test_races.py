@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connection
 
 from shequn.core import services as core
 from shequn.interactions import services as interactions
 from shequn.interactions.models import Interaction
 from shequn.members import services as members
 from shequn.members.models import Identity, Member
+from tests.threads import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def run_threads(n, fn):
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-    results: list[object] = []
-
-    def body(i):
-        try:
-            barrier.wait()
-            results.append(fn(i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
 
 
 def test_concurrent_upserts_of_one_new_phone_make_one_member():
