@@ -188,10 +188,10 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     lines = [
         "",
         _("Shequn demo is running."),
-        f"  {_('Console')}:   {base}/w/{DEMO_SLUG}/",
-        f"  {_('API docs')}:  {base}/api/docs",
-        f"  {_('Username')}:  {demo.DEMO_USERNAME}",
-        f"  {_('Password')}:  {demo.DEMO_PASSWORD}",
+        "  " + _("Console: %(url)s") % {"url": f"{base}/w/{DEMO_SLUG}/"},
+        "  " + _("API docs: %(url)s") % {"url": f"{base}/api/docs"},
+        "  " + _("Username: %(name)s") % {"name": demo.DEMO_USERNAME},
+        "  " + _("Password: %(password)s") % {"password": demo.DEMO_PASSWORD},
         _("Press Ctrl-C to stop the server and the worker."),
         "",
     ]

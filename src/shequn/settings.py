@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "shequn.interactions",
     "shequn.lifecycle",
     "shequn.channels",
+    "shequn.conversations",
     "shequn.console",
 ]
 
@@ -95,7 +96,6 @@ TEMPLATES = [
 _default_db = f"sqlite:///{DATA_DIR / 'shequn.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", _default_db), conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets the worker and the web server read while the other writes; IMMEDIATE makes every
         # write transaction take the write lock up front, so concurrent writers queue instead of

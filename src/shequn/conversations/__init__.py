@@ -1,0 +1,1 @@
+"""Conversations: the keyword auto-reply bot (C6)."""

@@ -1,0 +1,335 @@
+"""The keyword matching engine: normalisation and the compiled rule set of one workspace.
+
+Pure code: no database. ``queries.rulebook`` builds a :class:`RuleBook` from the workspace's rules and
+caches it per process; the bot asks it for the rule that answers a message.
+
+How a message is matched (docs/bots.md):
+
+* The text is cut to :data:`MAX_INPUT_CHARS` and normalised by :func:`normalize` — NFKC (full-width
+  letters, digits and punctuation become half-width, compatibility forms are unfolded), case folding,
+  whitespace runs collapsed to one space and stripped. Keywords are normalised the same way when the
+  rule set is compiled, so ``ＶＩＰ`` typed by a member matches the keyword ``vip``.
+* **exact** keywords are keys of a dict: one lookup.
+* **contains** and **starts_with** keywords of the whole workspace are compiled into one Aho-Corasick
+  automaton (``ahocorasick_rs``). Keywords are literal strings: no regular expression is ever built
+  from them. One overlapping scan of the text finds every keyword it contains, with its position;
+  a starts_with keyword counts only at position 0.
+* **regex** rules are compiled with RE2 (``google-re2``), which matches in time linear in the text:
+  no pattern can backtrack catastrophically, so no rule can stall a request.
+* The winner is the eligible rule (enabled, for this channel, inside its time windows) with the
+  lowest ``priority``, ties broken by the lowest rule id. Automaton patterns are ordered by the rank
+  of their best rule, so the lowest pattern index found is the best keyword candidate and the common
+  case needs no sort.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import ahocorasick_rs
+import re2
+
+from shequn.core.clock import now
+
+logger = logging.getLogger("shequn.conversations")
+
+MAX_INPUT_CHARS = 2000
+"""Only the first 2,000 characters of a message are matched (WeChat text messages are shorter)."""
+
+MINUTES_PER_DAY = 24 * 60
+
+EXACT = "exact"
+CONTAINS = "contains"
+STARTS_WITH = "starts_with"
+REGEX = "regex"
+
+SLOW, QUICK, QUICK_AT_START = 0, 1, 2
+"""How a keyword hit is judged: by scanning its rules (SLOW), or at once by its best rule, which has
+no channel or window condition — anywhere (QUICK) or only at position 0 (QUICK_AT_START)."""
+
+REGEX_MAX_MEM = 1 << 20
+"""RE2's memory budget per compiled regular expression (bytes): a pattern whose program needs more is
+refused when the rule is saved."""
+
+
+def nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, computed faster for the usual chat message.
+
+    NFKC is NFC of NFKD. CPython decomposes quickly but composes slowly, and Chinese text with
+    full-width punctuation or letters (，？！ＶＩＰ) decomposes to text that needs no composition at all
+    (``is_normalized("NFC")`` is then true and the NFC step is the identity)."""
+    if unicodedata.is_normalized("NFKC", text):
+        return text
+    decomposed = unicodedata.normalize("NFKD", text)
+    if unicodedata.is_normalized("NFC", decomposed):
+        return decomposed
+    return unicodedata.normalize("NFC", decomposed)
+
+
+def normalize(text: str) -> str:
+    """``text`` in the form rules are matched on: NFKC, case-folded, whitespace collapsed and stripped.
+
+    Idempotent: ``normalize(normalize(x)) == normalize(x)``."""
+    if text.isascii():
+        lowered = text.lower()
+        if " " not in lowered and lowered.isprintable():
+            return lowered
+        return " ".join(lowered.split())
+    s = nfkc(text)
+    folded = s.casefold()
+    rounds = 0
+    while folded != s and rounds < 4:
+        # Case folding can produce characters that NFKC changes again (and the reverse): repeat to
+        # the fixed point, which Unicode text reaches in one or two rounds.
+        s = nfkc(folded)
+        folded = s.casefold()
+        rounds += 1
+    if " " not in folded and folded.isprintable():
+        return folded
+    return " ".join(folded.split())
+
+
+def regex_options() -> re2.Options:
+    """RE2 options of every regex rule: case-insensitive (the text is case-folded anyway), bounded
+    memory, UTF-8."""
+    options = re2.Options()
+    options.case_sensitive = False
+    options.max_mem = REGEX_MAX_MEM
+    options.log_errors = False
+    return options
+
+
+def compile_regex(pattern: str) -> Any:
+    """The RE2 program of ``pattern``; raises ``re2.error`` when RE2 refuses it (syntax it does not
+    have — backreferences, look-around — or a program over the memory budget)."""
+    return re2.compile(pattern, regex_options())
+
+
+# ---------------------------------------------------------------------------------------------
+# time windows
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Weekly opening window in local time: on ISO weekdays ``days`` from ``start`` to ``end`` minutes
+    after midnight. ``end <= start`` runs past midnight into the next day."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+
+    def contains(self, weekday: int, minute: int) -> bool:
+        if self.start < self.end:
+            return weekday in self.days and self.start <= minute < self.end
+        if weekday in self.days and minute >= self.start:
+            return True
+        previous = 7 if weekday == 1 else weekday - 1
+        return previous in self.days and minute < self.end
+
+
+def parse_clock(value: str) -> int:
+    """Minutes after midnight of ``"HH:MM"`` (``"24:00"`` is the end of the day); ValueError otherwise."""
+    text = str(value).strip()
+    hours, sep, minutes = text.partition(":")
+    if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2 or len(hours) > 2:
+        raise ValueError(text)
+    total = int(hours) * 60 + int(minutes)
+    if int(minutes) >= 60 or total > MINUTES_PER_DAY:
+        raise ValueError(text)
+    return total
+
+
+def window_from(data: Mapping[str, Any]) -> Window:
+    return Window(days=frozenset(int(d) for d in data["days"]), start=parse_clock(data["start"]),
+                  end=parse_clock(data["end"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """What the engine needs of one rule (read from ``AutoReplyRule``)."""
+
+    id: int
+    name: str
+    match_type: str
+    patterns: Sequence[str]
+    priority: int
+    reply_type: str
+    reply: Mapping[str, Any]
+    channels: Sequence[str] = ()
+    windows: Sequence[Mapping[str, Any]] = ()
+    outside_windows: bool = False
+    tag: str = ""
+
+
+@dataclass(eq=False, slots=True)
+class CompiledRule:
+    """A rule ready to answer. ``order`` is its rank in the rule set (priority, then id): lower wins."""
+
+    id: int
+    name: str
+    priority: int
+    reply_type: str
+    reply: Mapping[str, Any]
+    tag: str
+    channels: frozenset[str] | None
+    windows: tuple[Window, ...]
+    outside_windows: bool
+    order: int = 0
+    unconditional: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.unconditional = self.channels is None and not self.windows
+
+    def applies(self, channel: str, at: dt.datetime | None, tz: ZoneInfo) -> bool:
+        """Whether the rule may answer on ``channel`` at ``at`` (now when None)."""
+        if self.channels is not None and channel not in self.channels:
+            return False
+        if not self.windows:
+            return True
+        local = (at or now()).astimezone(tz)
+        weekday, minute = local.isoweekday(), local.hour * 60 + local.minute
+        inside = any(w.contains(weekday, minute) for w in self.windows)
+        return inside != self.outside_windows
+
+
+def compile_rule(spec: RuleSpec) -> CompiledRule:
+    return CompiledRule(id=spec.id, name=spec.name, priority=spec.priority, reply_type=spec.reply_type,
+                        reply=dict(spec.reply), tag=spec.tag,
+                        channels=frozenset(spec.channels) if spec.channels else None,
+                        windows=tuple(window_from(w) for w in spec.windows),
+                        outside_windows=bool(spec.outside_windows and spec.windows))
+
+
+class RuleBook:
+    """The compiled, immutable rule set of one workspace at one version. Safe to share between threads."""
+
+    def __init__(self, specs: Iterable[RuleSpec], *, timezone: str = "UTC", version: Any = None) -> None:
+        self.version = version
+        try:
+            self.tz = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.error("unknown time zone %r: time windows are judged in UTC", timezone)
+            self.tz = ZoneInfo("UTC")
+        ranked = sorted(specs, key=lambda s: (s.priority, s.id))
+        self.rules: list[CompiledRule] = []
+        self._exact: dict[str, list[CompiledRule]] = {}
+        keyword_entries: dict[str, list[tuple[CompiledRule, bool]]] = {}
+        self._regex: list[tuple[CompiledRule, tuple[Any, ...]]] = []
+        for order, spec in enumerate(ranked):
+            rule = compile_rule(spec)
+            rule.order = order
+            self.rules.append(rule)
+            keys = list(dict.fromkeys(k for k in (normalize(p) for p in spec.patterns) if k))
+            if spec.match_type == EXACT:
+                for key in keys:
+                    self._exact.setdefault(key, []).append(rule)
+            elif spec.match_type in (CONTAINS, STARTS_WITH):
+                anchored = spec.match_type == STARTS_WITH
+                for key in keys:
+                    keyword_entries.setdefault(key, []).append((rule, anchored))
+            elif spec.match_type == REGEX:
+                try:
+                    programs = tuple(compile_regex(p) for p in spec.patterns)
+                except re2.error:
+                    # Validated when saved; a pattern a newer RE2 refuses must not take the bot down.
+                    logger.error("auto-reply rule %s: a regular expression no longer compiles; rule skipped", spec.id)
+                    continue
+                self._regex.append((rule, programs))
+            else:
+                raise ValueError(f"unknown match type {spec.match_type!r}")
+        # Entries were appended in rank order: the first entry of a keyword is its best rule. Order
+        # the automaton's patterns by that rank, so that a lower pattern index is a better candidate.
+        self.keywords: list[str] = sorted(keyword_entries, key=lambda k: keyword_entries[k][0][0].order)
+        self._entries: list[tuple[tuple[CompiledRule, bool], ...]] = [tuple(keyword_entries[k]) for k in self.keywords]
+        # How a hit of each keyword is judged (QUICK, QUICK_AT_START or SLOW), one byte per keyword so
+        # that the hot path reads compact memory instead of thousands of scattered rule objects.
+        self._best: list[CompiledRule] = [e[0][0] for e in self._entries]
+        self._quick = bytearray((QUICK_AT_START if e[0][1] else QUICK) if e[0][0].unconditional else SLOW
+                                for e in self._entries)
+        self._find: Any = None
+        if self.keywords:
+            # Bytes automaton over UTF-8: the same matches as the str automaton without converting
+            # byte offsets to character offsets (only "position 0" matters here).
+            automaton = ahocorasick_rs.BytesAhoCorasick([k.encode("utf-8") for k in self.keywords],
+                                                        matchkind=ahocorasick_rs.MATCHKIND_STANDARD,
+                                                        implementation=ahocorasick_rs.Implementation.ContiguousNFA)
+            self._find = automaton.find_matches_as_indexes
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def match(self, text: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
+        """The rule that answers ``text`` received on ``channel`` at ``at`` (now when None), or None."""
+        if len(text) > MAX_INPUT_CHARS:
+            text = text[:MAX_INPUT_CHARS]
+        return self.match_normalized(normalize(text), channel, at)
+
+    def match_normalized(self, s: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
+        """:meth:`match` for a text already normalised (``normalize(text) == text``)."""
+        if not s:
+            return None
+        best: CompiledRule | None = None
+        if self._exact:
+            exact = self._exact.get(s)
+            if exact is not None:
+                for rule in exact:
+                    if rule.unconditional or rule.applies(channel, at, self.tz):
+                        best = rule
+                        break
+        find = self._find
+        if find is not None:
+            hits = find(s.encode("utf-8"), True)
+            if hits:
+                idx, start, _end = hits[0] if len(hits) == 1 else min(hits)
+                quick = self._quick[idx]
+                if quick == QUICK or (quick == QUICK_AT_START and start == 0):
+                    if best is None or self._best[idx].order < best.order:
+                        best = self._best[idx]
+                elif best is None or self._best[idx].order < best.order:
+                    best = self._scan(sorted(hits), best, channel, at)
+        if self._regex:
+            best = self._match_regex(s, best, channel, at)
+        return best
+
+    def _match_regex(self, s: str, best: CompiledRule | None, channel: str,
+                     at: dt.datetime | None) -> CompiledRule | None:
+        for rule, programs in self._regex:
+            if best is not None and rule.order >= best.order:
+                break
+            if (rule.unconditional or rule.applies(channel, at, self.tz)) and any(p.search(s) for p in programs):
+                return rule
+        return best
+
+    def _scan(self, hits: list[tuple[int, int, int]], best: CompiledRule | None, channel: str,
+              at: dt.datetime | None) -> CompiledRule | None:
+        """The best rule among keyword ``hits`` (sorted by pattern index, then position) that beats ``best``."""
+        tz = self.tz
+        seen = -1
+        for idx, start, _end in hits:
+            entries = self._entries[idx]
+            if best is not None and entries[0][0].order >= best.order:
+                break  # patterns are ordered by their best rule: nothing further can win
+            if idx == seen:
+                # A keyword's first hit has its lowest position: later hits of it add nothing
+                # (unanchored entries were judged already, anchored ones need position 0).
+                continue
+            seen = idx
+            for rule, anchored in entries:
+                if best is not None and rule.order >= best.order:
+                    break
+                if anchored and start != 0:
+                    continue
+                if rule.unconditional or rule.applies(channel, at, tz):
+                    best = rule
+                    break
+        return best
