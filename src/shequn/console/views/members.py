@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlencode
 
@@ -101,6 +103,17 @@ def _back(request: HttpRequest, member_id: int) -> HttpResponse:
     return redirect("console:member", slug=request.workspace.slug, member_id=member_id)  # type: ignore[attr-defined]
 
 
+@contextmanager
+def reported(request: HttpRequest) -> Iterator[None]:
+    """Turn a refused action into a message on the page; a missing object stays a 404."""
+    try:
+        yield
+    except NotFound:
+        raise
+    except ShequnError as exc:
+        messages.error(request, error_text(exc))
+
+
 def _form_errors(request: HttpRequest, form: Any) -> None:
     for errors in form.errors.values():
         for error in errors:
@@ -115,13 +128,9 @@ def tag_add(request: HttpRequest, member_id: int) -> HttpResponse:
     if not form.is_valid():
         _form_errors(request, form)
         return _back(request, member_id)
-    try:
+    with reported(request):
         tags = members.add_tags(ws, member_id, form.cleaned_data["names"], actor=actor(request))
         messages.success(request, _("Tags added: %(tags)s") % {"tags": "、".join(t.name for t in tags)})
-    except NotFound:
-        raise
-    except ShequnError as exc:
-        messages.error(request, error_text(exc))
     return _back(request, member_id)
 
 
@@ -148,13 +157,9 @@ def stage_change(request: HttpRequest, member_id: int) -> HttpResponse:
     if not form.is_valid():
         _form_errors(request, form)
         return _back(request, member_id)
-    try:
+    with reported(request):
         member = lifecycle.set_stage(ws, member_id, form.cleaned_data["stage"], actor=actor(request))
         messages.success(request, _("Stage set to %(stage)s.") % {"stage": member.stage})
-    except NotFound:
-        raise
-    except ShequnError as exc:
-        messages.error(request, error_text(exc))
     return _back(request, member_id)
 
 
@@ -168,14 +173,10 @@ def merge(request: HttpRequest, member_id: int) -> HttpResponse:
         _form_errors(request, form)
         return _back(request, member_id)
     other = form.cleaned_data["other_id"]
-    try:
+    with reported(request):
         members.merge_members(ws, member_id, other, reason=f"merged in the console by {request.user}",
                               actor=actor(request))
         messages.success(request, _("Member #%(other)s was merged into this member.") % {"other": other})
-    except NotFound:
-        raise
-    except ShequnError as exc:
-        messages.error(request, error_text(exc))
     return _back(request, member_id)
 
 
@@ -183,11 +184,7 @@ def merge(request: HttpRequest, member_id: int) -> HttpResponse:
 @console_view(read=Role.OPERATOR)
 def unmerge(request: HttpRequest, member_id: int, record_id: int) -> HttpResponse:
     ws = request.workspace  # type: ignore[attr-defined]
-    try:
+    with reported(request):
         record = members.unmerge(ws, record_id, actor=actor(request))
         messages.success(request, _("Merge undone: member #%(member)s is separate again.") % {"member": record.absorbed_id})
-    except NotFound:
-        raise
-    except ShequnError as exc:
-        messages.error(request, error_text(exc))
     return _back(request, member_id)
