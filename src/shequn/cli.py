@@ -29,6 +29,8 @@ SETTINGS_MODULE = "shequn.settings"
 DEMO_SLUG = "demo"
 ERRORS_SHOWN = 20
 PASSTHROUGH = {"worker": "shequn_worker", "migrate": "migrate"}
+# Two-word commands whose work lives in a domain's management command.
+PASSTHROUGH_PAIRS = {("loyalty", "verify"): "shequn_loyalty_verify", ("wechat", "connect"): "shequn_wechat_connect"}
 LANGUAGE_ENV = "SHEQUN_LANGUAGE"
 
 
@@ -584,6 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("id", type=int, metavar="ID")
     p.set_defaults(handler=cmd_apikey)
 
+    p = sub.add_parser("loyalty", help="`shequn loyalty verify --workspace SLUG`: prove every points balance")
+    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser("wechat", help="`shequn wechat connect --workspace SLUG --app-id … --token …`: connect an "
+                                      "Official Account and print its server URL")
+    p.add_argument("action", choices=["connect"])
+
     p = sub.add_parser("bench", help="run a benchmark from bench/ (lists them without NAME)")
     p.add_argument("name", nargs="?", metavar="NAME")
     p.add_argument("--quick", action="store_true", help="a small run that takes seconds")
@@ -606,6 +614,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] in PASSTHROUGH:
         setup_django()
         return run_management(PASSTHROUGH[args[0]], args[1:])
+    if len(args) >= 2 and (args[0], args[1]) in PASSTHROUGH_PAIRS:
+        setup_django()
+        return run_management(PASSTHROUGH_PAIRS[(args[0], args[1])], args[2:])
     parser = build_parser()
     ns, extra = parser.parse_known_args(args)
     if ns.command is None:

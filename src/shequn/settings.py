@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "shequn.interactions",
     "shequn.lifecycle",
     "shequn.channels",
+    "shequn.loyalty",
     "shequn.conversations",
     "shequn.console",
 ]

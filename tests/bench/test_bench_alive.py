@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.parametrize("module,args", [
     ("bench.members_list", ["--quick", "--members", "1500", "--small", "300"]),
     ("bench.ingest", ["--quick", "--events", "1500"]),
+    ("bench.loyalty", ["--quick", "--ops", "300", "--members", "50"]),
     ("bench.wechat", ["--quick", "--rules", "300", "--texts", "500", "--messages", "30", "--rounds", "2"]),
 ])
 def test_benchmark_runs_and_reports(module, args):

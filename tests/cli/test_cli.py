@@ -315,3 +315,21 @@ def test_demo_serves_the_console_and_runs_imports_in_its_worker(tmp_path):
             if proc.poll() is None:
                 proc.kill()
     assert proc.returncode == 0, err.read_text()
+
+
+def test_loyalty_verify_and_wechat_connect_are_reachable(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/c.sqlite3", "SHEQUN_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = [sys.executable, "-m", "shequn.cli"]
+    assert subprocess.run([*run, "migrate"], env=env, capture_output=True, timeout=300).returncode == 0
+    assert subprocess.run([*run, "createworkspace", "tea", "Tea"], env=env, capture_output=True, timeout=120).returncode == 0
+    ok = subprocess.run([*run, "loyalty", "verify", "--workspace", "tea"], env=env, capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    wx = subprocess.run([*run, "wechat", "connect", "--workspace", "tea", "--app-id", "wx1234567890abcdef",
+                         "--app-secret", "s" * 32, "--token", "tok123", "--mode", "plaintext"],
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert wx.returncode == 0, wx.stderr
+    assert "/wechat/" in wx.stdout

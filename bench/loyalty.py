@@ -1,0 +1,187 @@
+"""Points ledger throughput: operations per second through the one write path, by concurrency.
+
+Each worker is a thread with its own database connection. It runs a mix of earns and spends
+(``loyalty.services.earn`` / ``spend``, half each: balance lock, idempotent entry, lot or lot draws,
+the conditional balance update — one transaction each) against balances picked at random among
+``--members`` members. The baseline, measured in the same run on the same database with the same
+threads, balances and mix, is the bare conditional ``UPDATE`` on a balance row
+(``SET available = available - x WHERE id = … AND available >= x``, autocommit) — the least any
+race-safe balance can cost. Goal: ratio ≥ 0.3 at 8 workers, and zero anomalies: no unexpected error,
+and ``verify()`` finds every balance equal to its entries and lots at the end.
+
+PostgreSQL runs 1, 8 and 32 workers; SQLite (the default) 1 worker, as SQLite has one writer.
+
+    python -m bench.loyalty [--quick] [--ops N] [--members N]
+    python -m bench.loyalty --postgres postgres://postgres@127.0.0.1:5432/shequn_bench [--prepared]
+
+The PostgreSQL database given is emptied first (as for every benchmark): give it one of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from bench._harness import emit, progress, run_isolated, setup_django
+
+GOAL_WORKERS = 8
+GOAL_RATIO = 0.3
+START_BALANCE = 1_000
+
+
+def run_workers(workers: int, per_worker: int, op: Callable[[random.Random, int, int], str]) -> tuple[float, dict[str, int]]:
+    """Run ``op(rnd, worker, i)`` ``per_worker`` times in each of ``workers`` threads; return the wall
+    time from the common start and the count of each outcome ("error:<text>" for anything unexpected)."""
+    from django.db import connection
+
+    barrier = threading.Barrier(workers + 1)
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def body(w: int) -> None:
+        rnd = random.Random(w)
+        local: dict[str, int] = {}
+        try:
+            connection.ensure_connection()
+            barrier.wait()
+            for i in range(per_worker):
+                try:
+                    result = op(rnd, w, i)
+                except Exception as exc:  # noqa: BLE001 - every unexpected error is an anomaly
+                    result = f"error:{type(exc).__name__}: {exc}"
+                local[result] = local.get(result, 0) + 1
+        finally:
+            connection.close()
+            with lock:
+                for k, v in local.items():
+                    outcomes[k] = outcomes.get(k, 0) + v
+
+    threads = [threading.Thread(target=body, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    code = run_isolated("bench.loyalty", argv)
+    if code != -1:
+        return code
+    parser = argparse.ArgumentParser(prog="shequn bench loyalty")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ops", type=int, default=None, help="operations per worker count (default 20,000; quick 1,000)")
+    parser.add_argument("--members", type=int, default=None, help="balances to spread the load on (default 5,000)")
+    parser.add_argument("--postgres", default=None)
+    parser.add_argument("--prepared", action="store_true",
+                        help="PostgreSQL: server-side parameter binding with prepared statements "
+                             "(OPTIONS server_side_binding and prepare_threshold), for both figures")
+    args = parser.parse_args(argv)
+    total_ops = args.ops or (1_000 if args.quick else 20_000)
+    n_members = args.members or (300 if args.quick else 5_000)
+    if args.prepared:
+        # Only this benchmark's own process and database: the deployment's settings are untouched.
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shequn.settings")
+        from django.conf import settings
+
+        settings.DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": 2})
+    setup_django()
+    from django.db import connection
+
+    from shequn.core import services as core
+    from shequn.core.errors import Conflict
+    from shequn.loyalty import services as loyalty
+    from shequn.loyalty.models import PointBalance
+    from shequn.members.models import Member
+
+    vendor = connection.vendor
+    worker_counts = [1, 8, 32] if vendor == "postgresql" else [1]
+
+    ws = core.create_workspace("bench", "Bench")
+    pt = loyalty.save_point_type(ws, "coins", {"name": "金币", "expiry_policy": "days", "expiry_period": 365},
+                                 actor="bench")
+    member_ids = [m.pk for m in Member.objects.bulk_create([Member(workspace=ws, display_name=f"m{i}")
+                                                            for i in range(n_members)])]
+    for i, mid in enumerate(member_ids):
+        loyalty.earn(ws, mid, pt, START_BALANCE, reason="opening balance", idempotency_key=f"open-{mid}", actor="bench")
+        if i % 200 == 199 or i == n_members - 1:
+            progress("opening balances", i + 1, n_members)
+
+    # The baseline's balance rows: the same table, another workspace (so the ledger check of the
+    # bench workspace only sees ledger rows).
+    base_ws = core.create_workspace("bench-baseline", "Baseline")
+    base_pt = loyalty.get_point_type(base_ws, "points")
+    base_members = Member.objects.bulk_create([Member(workspace=base_ws, display_name=f"b{i}") for i in range(n_members)])
+    base_ids = [b.pk for b in PointBalance.objects.bulk_create([
+        PointBalance(workspace=base_ws, member=m, point_type=base_pt, available=START_BALANCE,
+                     updated_at=ws.created_at) for m in base_members])]
+    table = connection.ops.quote_name(PointBalance._meta.db_table)
+    credit_sql = f"UPDATE {table} SET available = available + %s WHERE id = %s"  # noqa: S608
+    debit_sql = f"UPDATE {table} SET available = available - %s WHERE id = %s AND available >= %s"  # noqa: S608
+
+    def ours(tag: str) -> Callable[[random.Random, int, int], str]:
+        def op(rnd: random.Random, w: int, i: int) -> str:
+            mid = rnd.choice(member_ids)
+            key = f"{tag}-{w}-{i}"
+            if rnd.random() < 0.5:
+                loyalty.earn(ws, mid, pt, rnd.randint(1, 50), reason="bench", idempotency_key=key, actor="bench")
+                return "earn"
+            try:
+                loyalty.spend(ws, mid, pt, rnd.randint(1, 50), reason="bench", idempotency_key=key, actor="bench")
+                return "spend"
+            except Conflict as exc:
+                if exc.code == "insufficient_points":
+                    return "refused"
+                raise
+        return op
+
+    def baseline(rnd: random.Random, w: int, i: int) -> str:
+        bid = rnd.choice(base_ids)
+        amount = rnd.randint(1, 50)
+        with connection.cursor() as cur:
+            if rnd.random() < 0.5:
+                cur.execute(credit_sql, [amount, bid])
+                return "earn" if cur.rowcount == 1 else "error:credit missed its row"
+            cur.execute(debit_sql, [amount, bid, amount])
+            return "spend" if cur.rowcount == 1 else "refused"
+
+    measured = []
+    for workers in worker_counts:
+        per_worker = max(1, total_ops // workers)
+        n = per_worker * workers
+        t_base, base_out = run_workers(workers, per_worker, baseline)
+        t_ours, our_out = run_workers(workers, per_worker, ours(f"w{workers}"))
+        errors = {k: v for k, v in {**base_out, **our_out}.items() if k.startswith("error:")}
+        for k, v in errors.items():
+            sys.stderr.write(f"{v} × {k}\n")
+        measured.append((workers, n, n / t_ours, n / t_base, sum(errors.values()),
+                         {k: v for k, v in our_out.items() if not k.startswith("error:")}))
+
+    # Anomalies: unexpected errors, any discrepancy the ledger check finds, a negative baseline row.
+    report = loyalty.verify(ws)
+    for d in report.discrepancies[:20]:
+        sys.stderr.write(f"ledger discrepancy: {d.as_dict()}\n")
+    negative = PointBalance.objects.filter(pk__in=base_ids, available__lt=0).count()
+    all_ok = True
+    for workers, n, ours_rate, base_rate, errors, mix in measured:
+        ratio = ours_rate / base_rate
+        anomalies = errors + len(report.discrepancies) + negative
+        ok = anomalies == 0 and (workers != GOAL_WORKERS or ratio >= GOAL_RATIO)
+        all_ok &= ok
+        emit(f"loyalty.ledger_ops.{vendor}{'.prepared' if args.prepared else ''}.{workers}w", ours_rate, "ops/s", "bare conditional UPDATE on a balance row",
+             base_rate, ratio, f">= {GOAL_RATIO} at {GOAL_WORKERS} workers, zero anomalies", ok, workers=workers,
+             ops=n, members=n_members, anomalies=anomalies, verified_balances=report.balances, mix=mix)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
