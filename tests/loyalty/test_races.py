@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import threading
 
 import pytest
-from django.db import connection
 
 from shequn.core import services as core
 from shequn.core.errors import Conflict
@@ -15,33 +13,11 @@ from shequn.loyalty import queries
 from shequn.loyalty import services as loyalty
 from shequn.loyalty.models import EarnCapUsage, PointEntry, PointLotDraw
 from shequn.members import services as members
+from tests.threads import run_threads
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 DAY = dt.timedelta(days=1)
-
-
-def run_threads(n, fn):
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-    results: list[object] = []
-
-    def body(i):
-        try:
-            barrier.wait()
-            results.append(fn(i))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
 
 
 def setup(n_members=1):

@@ -17,6 +17,7 @@ from shequn.core.clock import now
 from shequn.core.errors import ValidationError
 from shequn.core.models import Workspace
 from shequn.core.tenancy import get_scoped, scoped
+from shequn.interactions.conditions import matches
 from shequn.members.models import Member, MemberStatus
 
 from . import strength as strength_formula
@@ -66,17 +67,9 @@ def install_defaults(workspace: Workspace) -> None:
 
 
 def _rule_matches(rule: StageRule, row: Any) -> bool:
-    if rule.interaction_type != row.type:
-        return False
-    if rule.direction and rule.direction != row.direction:
-        return False
-    if rule.channel and rule.channel != row.channel:
-        return False
-    if rule.touchpoint_id and rule.touchpoint_id != row.touchpoint_id:
-        return False
-    if rule.min_amount is not None and (row.amount is None or row.amount < rule.min_amount):
-        return False
-    return True
+    return rule.interaction_type == row.type and matches(
+        row, direction=rule.direction, channel=rule.channel, touchpoint_id=rule.touchpoint_id,
+        min_amount=rule.min_amount)
 
 
 def on_interactions(workspace: Workspace, rows: Sequence[Any]) -> None:

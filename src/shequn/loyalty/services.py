@@ -39,6 +39,7 @@ from shequn.core import audit, clock
 from shequn.core.errors import Conflict, NotFound, ValidationError
 from shequn.core.models import Workspace
 from shequn.core.tenancy import get_scoped, scoped
+from shequn.interactions.conditions import matches
 from shequn.members import queries as member_queries
 from shequn.members.models import Member
 
@@ -1000,15 +1001,8 @@ def expire_due(workspace: Workspace, now: dt.datetime | None = None, *, chunk: i
 
 
 def _rule_matches(rule: EarnRule, row: Any) -> bool:
-    if rule.interaction_type and rule.interaction_type != row.type:
-        return False
-    if rule.direction and rule.direction != row.direction:
-        return False
-    if rule.channel and rule.channel != row.channel:
-        return False
-    if rule.touchpoint_id and rule.touchpoint_id != row.touchpoint_id:
-        return False
-    if rule.min_amount is not None and (row.amount is None or row.amount < rule.min_amount):
+    if not matches(row, interaction_type=rule.interaction_type, direction=rule.direction, channel=rule.channel,
+                   touchpoint_id=rule.touchpoint_id, min_amount=rule.min_amount):
         return False
     if rule.starts_at is not None and row.occurred_at < rule.starts_at:
         return False
