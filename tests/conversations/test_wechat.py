@@ -53,10 +53,13 @@ def test_a_matching_text_message_gets_the_rule_s_reply(ws, plain, make_rule):
         "text", "回复 1 查积分,2 查订单,3 人工客服", OPENID, ORIGINAL_ID)
     stored = InboundMessage.objects.get(account=account, dedup_key="25000000000000001")
     assert (stored.reply_type, stored.reply_content) == ("text", "回复 1 查积分,2 查订单,3 人工客服")
-    assert Interaction.objects.get(workspace=ws).properties["content"] == "我的积分还有多少?"
+    recorded = Interaction.objects.get(workspace=ws)
+    assert recorded.properties["content"] == "我的积分还有多少?"
+    assert recorded.properties["auto_reply_rule"] == rule.pk  # which rule answered is on the record
 
-    # No rule matches: the account's default reply.
+    # No rule matches: the account's default reply, and no rule on the record.
     assert server.reply(server.push(text_xml("你好", "25000000000000002"))).content == DEFAULT
+    assert "auto_reply_rule" not in Interaction.objects.get(workspace=ws, external_id="25000000000000002").properties
     # Normalised input: full-width letters and odd spacing.
     assert server.reply(server.push(text_xml("ＰＯＩＮＴＳ　please", "25000000000000003"))).content.startswith("回复 1")
     assert rule.pk

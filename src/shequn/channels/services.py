@@ -134,9 +134,12 @@ class Processed:
 _EVENT_TYPES = {"subscribe": "follow", "unsubscribe": "unfollow", "scan": "scan"}
 
 
-def interaction_for(account: WeChatAccount, message: WeChatMessage) -> dict[str, Any]:
-    """The interaction event (as ``ingest_batch`` takes it) that records ``message``."""
+def interaction_for(account: WeChatAccount, message: WeChatMessage, reply: Reply | None = None) -> dict[str, Any]:
+    """The interaction event (as ``ingest_batch`` takes it) that records ``message``; when a keyword
+    rule chose the ``reply``, the rule's id is kept in the properties (``auto_reply_rule``)."""
     props = message.properties()
+    if reply is not None and reply.rule_id is not None:
+        props["auto_reply_rule"] = reply.rule_id
     profile: dict[str, str] = {}
     if message.is_event:
         itype = _EVENT_TYPES.get(message.event_lower, "custom")
@@ -191,13 +194,13 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
                 record = InboundMessage.objects.create(
                     workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
                     event=message.event, from_user=message.from_user, to_user=message.to_user)
-                [result] = interactions.ingest_batch(workspace, [interaction_for(account, message)],
+                reply = compute_reply(account, message)
+                [result] = interactions.ingest_batch(workspace, [interaction_for(account, message, reply)],
                                                      actor=account.source)
                 if result.status == "error":
                     error = result.error or {}
                     raise ValidationError(str(error.get("message", "")), code=str(error.get("code", "invalid_event")),
                                           details=error.get("details"))
-                reply = compute_reply(account, message)
                 record.interaction_id = result.id
                 if reply is not None:
                     record.reply_type, record.reply_content = reply.kind, reply.content
