@@ -59,6 +59,13 @@ INSTALLED_APPS = [
     "shequn.channels",
     "shequn.loyalty",
     "shequn.conversations",
+    "shequn.offers",
+    "shequn.engagement",
+    "shequn.wallet",
+    "shequn.recommend",
+    "shequn.outbound",
+    "shequn.inbox",
+    "shequn.portal",
     "shequn.console",
 ]
 

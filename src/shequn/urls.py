@@ -8,5 +8,7 @@ urlpatterns = [
     path("api/", api.urls),
     path("i18n/", include("django.conf.urls.i18n")),
     path("wechat/", include("shequn.channels.urls")),
+    path("hooks/", include("shequn.outbound.urls")),
+    path("m/", include("shequn.portal.urls")),
     path("", include("shequn.console.urls")),
 ]

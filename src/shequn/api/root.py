@@ -14,7 +14,22 @@ from django.utils.translation import gettext as _
 from ninja import NinjaAPI, Router
 from ninja.renderers import JSONRenderer
 
-from . import catalog, errors, interactions, lifecycle, members, ratelimit, workspace
+from . import (
+    bots,
+    catalog,
+    channels,
+    engagement,
+    errors,
+    inbox,
+    interactions,
+    lifecycle,
+    loyalty,
+    members,
+    offers,
+    outbound,
+    ratelimit,
+    workspace,
+)
 from .auth import api_key_auth, session_auth
 
 DESCRIPTION = """\
@@ -81,7 +96,9 @@ api = ShequnAPI(
 errors.install(api)
 
 for _router in (workspace.router, members.router, members.merge_router, catalog.router, interactions.router,
-                interactions.touchpoint_router, lifecycle.router, workspace.keys_router):
+                interactions.touchpoint_router, lifecycle.router, workspace.keys_router, *loyalty.routers,
+                *engagement.routers, *offers.routers, *channels.routers, *bots.routers, *inbox.routers,
+                *outbound.routers):
     api.add_router("/v1", _router)
 
 # Last: any other path under /api/ answers 404 in the error format.

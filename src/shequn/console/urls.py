@@ -1,7 +1,22 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from .views import dashboard, home, imports, lifecycle, members, settings, touchpoints
+from .views import (
+                    bots,
+                    channels,
+                    dashboard,
+                    engagement,
+                    home,
+                    imports,
+                    inbox,
+                    lifecycle,
+                    loyalty,
+                    members,
+                    offers,
+                    outbound,
+                    settings,
+                    touchpoints,
+)
 
 app_name = "console"
 
@@ -26,6 +41,13 @@ workspace_patterns = [
     path("imports/export/<slug:kind>.csv", imports.export, name="export"),
     path("settings/api-keys/", settings.api_keys, name="api_keys"),
     path("settings/api-keys/<int:key_id>/revoke/", settings.api_key_revoke, name="api_key_revoke"),
+    *loyalty.urlpatterns,
+    *engagement.urlpatterns,
+    *offers.urlpatterns,
+    *channels.urlpatterns,
+    *bots.urlpatterns,
+    *inbox.urlpatterns,
+    *outbound.urlpatterns,
 ]
 
 urlpatterns = [

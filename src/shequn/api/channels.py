@@ -1,0 +1,7 @@
+"""API: channels."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+routers: list[Router] = []
