@@ -28,6 +28,7 @@ from . import (
     offers,
     outbound,
     ratelimit,
+    recommend,
     workspace,
 )
 from .auth import api_key_auth, session_auth
@@ -98,7 +99,7 @@ errors.install(api)
 for _router in (workspace.router, members.router, members.merge_router, catalog.router, interactions.router,
                 interactions.touchpoint_router, lifecycle.router, workspace.keys_router, *loyalty.routers,
                 *engagement.routers, *offers.routers, *channels.routers, *bots.routers, *inbox.routers,
-                *outbound.routers):
+                *outbound.routers, *recommend.routers):
     api.add_router("/v1", _router)
 
 # Last: any other path under /api/ answers 404 in the error format.

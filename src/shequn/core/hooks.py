@@ -18,6 +18,10 @@ from typing import Any
 
 Handler = Callable[..., None]
 
+# Points were credited or debited on a member's balance (earn, adjust, reversal, expiry, spend,
+# transfer). kwargs: workspace, member_id (int), point_type (code), kind (the entry kind), amount (int:
+# positive adds, negative removes), at (aware datetime), entry_id (int).
+POINTS_CHANGED = "points.changed"
 # A member's tier changed. kwargs: workspace, member_id (int), old_tier (code or None),
 # new_tier (code or None), direction ("up" | "down"), at (aware datetime).
 TIER_CHANGED = "tier.changed"
@@ -31,7 +35,7 @@ COUPON_REDEEMED = "coupon.redeemed"
 # A channel QR code was scanned. kwargs: workspace, member_id, code_id, scene (str), new_follower (bool), at.
 CHANNEL_CODE_SCANNED = "channel_code.scanned"
 
-EVENTS = frozenset({TIER_CHANGED, BADGE_AWARDED, TASK_COMPLETED, COUPON_REDEEMED, CHANNEL_CODE_SCANNED})
+EVENTS = frozenset({POINTS_CHANGED, TIER_CHANGED, BADGE_AWARDED, TASK_COMPLETED, COUPON_REDEEMED, CHANNEL_CODE_SCANNED})
 
 _handlers: dict[str, list[Handler]] = defaultdict(list)
 

@@ -1,0 +1,7 @@
+"""API: recommend."""
+
+from __future__ import annotations
+
+from ninja import Router
+
+routers: list[Router] = []
