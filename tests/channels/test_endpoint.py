@@ -94,7 +94,7 @@ def test_plaintext_text_message_is_recorded_and_answered(ws, plain):
         "message", "wechat", "in", f"wechat:{APP_ID}", "24000000000000001")
     assert row.occurred_at == dt.datetime.fromtimestamp(1780000000, tz=dt.UTC)
     assert row.properties == {"msg_type": "text", "msg_id": "24000000000000001", "content": "有新品吗?",
-                              "account": APP_ID}
+                              "account": APP_ID, "bot_outcome": "handoff", "bot_source": "none"}
     ident = Identity.objects.get(workspace=ws, member=row.member)
     assert (ident.kind, ident.namespace, ident.value) == ("wechat_openid", APP_ID, OPENID)
     stored = InboundMessage.objects.get(account=account)
@@ -272,7 +272,7 @@ def _message(msg_type: str, body: str, msg_id: str) -> str:
      {"pic_url": "http://mmbiz.qpic.cn/x.jpg", "media_id": "media_1"}),
     ("voice", "<MediaId><![CDATA[media_2]]></MediaId><Format><![CDATA[amr]]></Format>"
               "<Recognition><![CDATA[积分查询]]></Recognition>",
-     {"media_id": "media_2", "format": "amr", "recognition": "积分查询"}),
+     {"media_id": "media_2", "format": "amr", "recognition": "积分查询", "bot_outcome": "handoff", "bot_source": "none"}),
     ("video", "<MediaId><![CDATA[media_3]]></MediaId><ThumbMediaId><![CDATA[thumb_3]]></ThumbMediaId>",
      {"media_id": "media_3", "thumb_media_id": "thumb_3"}),
     ("location", "<Location_X>23.134521</Location_X><Location_Y>113.358803</Location_Y><Scale>20</Scale>"

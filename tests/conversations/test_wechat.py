@@ -78,11 +78,14 @@ def test_compute_reply_carries_the_rule_id(ws, plain, make_rule):
     rule = make_rule(ws, patterns=["积分"])
     message = WeChatMessage(to_user=ORIGINAL_ID, from_user=OPENID, create_time=1780000000, msg_type="text",
                             msg_id="1", fields={"Content": "积分"})
-    assert replies.compute_reply(account, message) == replies.Reply(kind="text", content=rule.reply["content"],
-                                                                    rule_id=rule.pk)
+    assert replies.compute_reply(account, message) == replies.Reply(
+        kind="text", content=rule.reply["content"], rule_id=rule.pk, bot_outcome="answered",
+        props=(("bot_source", "rule"),))
     other = WeChatMessage(to_user=ORIGINAL_ID, from_user=OPENID, create_time=1780000000, msg_type="text",
                           msg_id="2", fields={"Content": "hello"})
-    assert replies.compute_reply(account, other) == replies.Reply(kind="text", content=DEFAULT)
+    # Nothing answers: the default reply, and a person must take over.
+    assert replies.compute_reply(account, other) == replies.Reply(kind="text", content=DEFAULT, bot_outcome="handoff",
+                                                                  props=(("bot_source", "none"),))
 
 
 def test_voice_recognition_is_matched(ws, plain, make_rule):

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import InboundMessage, WeChatAccount
+from .models import ChannelCode, InboundMessage, WeChatAccount
 
 
 @admin.register(WeChatAccount)
@@ -38,3 +38,23 @@ class InboundMessageAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
         return False
+
+
+@admin.register(ChannelCode)
+class ChannelCodeAdmin(admin.ModelAdmin):
+    """Read-only: codes are created in the console or the API (``code_services``), which asks WeChat for
+    the QR code and keeps the fast path's cache in step."""
+
+    list_display = ("name", "scene", "kind", "account", "workspace", "active", "created_at")
+    list_filter = ("workspace", "kind", "active")
+    search_fields = ("name", "scene")
+    raw_id_fields = ("account",)
+
+    def has_add_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_change_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False
+
+    def has_delete_permission(self, request, obj=None):  # type: ignore[no-untyped-def]
+        return False  # deactivate instead: a printed code keeps being scanned

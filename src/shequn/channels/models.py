@@ -36,6 +36,9 @@ class WeChatAccount(models.Model):
     reply_text = models.TextField(blank=True, help_text="default passive reply to any message")
     timestamp_tolerance = models.PositiveIntegerField(
         default=0, help_text="refuse requests whose timestamp is further than this many seconds from now; 0 = off")
+    codes_version = models.CharField(
+        max_length=32, blank=True, default="",
+        help_text="random; changes whenever one of the account's channel codes changes (invalidates cached lookups)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -83,3 +86,98 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.msg_type}/{self.event or '-'} {self.dedup_key}"
+
+
+# ---------------------------------------------------------------------------------------------
+# channel QR codes (渠道活码)
+
+
+class CodeKind(models.TextChoices):
+    """Where a channel code is put up."""
+
+    POSTER = "poster", _("Poster")
+    STORE = "store", _("Store")
+    CLERK = "clerk", _("Clerk")
+    EVENT = "event", _("Event")
+    CAMPAIGN = "campaign", _("Campaign")
+
+
+DEMO_TICKET_PREFIX = "demo-only:"
+
+
+class ChannelCode(models.Model):
+    """A permanent parametric QR code of an Official Account (渠道活码), one per source.
+
+    ``scene`` is the string WeChat puts in the ``EventKey`` of a scan (``qrscene_<scene>`` on a
+    subscribe, ``<scene>`` on a SCAN); it is unique per account and never changes, because the printed
+    code carries it. ``ticket`` and ``url`` are what WeChat returned for it (``url`` is the content the
+    QR image encodes). A ticket starting with ``demo-only:`` was made up by the demo data and is not
+    known to WeChat (docs/channel-codes.md)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    account = models.ForeignKey(WeChatAccount, on_delete=models.CASCADE, related_name="codes")
+    kind = models.CharField(max_length=16, choices=CodeKind.choices)
+    name = models.CharField(max_length=100)
+    scene = models.CharField(max_length=64)
+    welcome_text = models.TextField(blank=True, help_text="passive reply to a new follower who scanned this code")
+    tags = models.JSONField(default=list, blank=True, help_text="tag names given to a new follower")
+    ticket = models.CharField(max_length=255)
+    url = models.CharField(max_length=255)
+    active = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["account", "scene"], name="uniq_channel_code_scene")]
+        indexes = [models.Index(fields=["workspace", "-id"], name="chcode_ws_id")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.scene})"
+
+    @property
+    def is_demo(self) -> bool:
+        return self.ticket.startswith(DEMO_TICKET_PREFIX)
+
+
+class ChannelCodeMember(models.Model):
+    """What one member did with one code: the facts its stats are made of (ADR 0012).
+
+    ``followed_at``: the member's first follow through this code. ``unfollowed_at``: an unfollow within
+    seven days of that follow. ``converted_at``: the member's first purchase after the first scan,
+    counted only for a member who had not bought before (``customer_before``). Each is set once, by a
+    conditional UPDATE, and counted in ``ChannelCodeDay`` by the same statement's row count."""
+
+    id = models.BigAutoField(primary_key=True)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    code = models.ForeignKey(ChannelCode, on_delete=models.CASCADE, related_name="members")
+    member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+")
+    first_scan_at = models.DateTimeField()
+    last_scan_at = models.DateTimeField()
+    scans = models.PositiveIntegerField(default=0)
+    customer_before = models.BooleanField(default=False)
+    followed_at = models.DateTimeField(null=True, blank=True)
+    unfollowed_at = models.DateTimeField(null=True, blank=True)
+    converted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["member", "code"], name="uniq_channel_code_member")]
+        indexes = [models.Index(fields=["code", "-first_scan_at"], name="chcode_member_code_time")]
+
+
+class ChannelCodeDay(models.Model):
+    """Daily counters of one code (the workspace's calendar day), changed only with F() as scans,
+    unfollows and purchases arrive — never rebuilt."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    code = models.ForeignKey(ChannelCode, on_delete=models.CASCADE, related_name="days")
+    day = models.DateField()
+    scans = models.PositiveIntegerField(default=0)
+    scanners = models.PositiveIntegerField(default=0, help_text="members scanning this code for the first time")
+    follows = models.PositiveIntegerField(default=0)
+    unfollows = models.PositiveIntegerField(default=0, help_text="unfollows within 7 days of a follow by this code")
+    conversions = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["code", "day"], name="uniq_channel_code_day")]
+        indexes = [models.Index(fields=["workspace", "day"], name="chcode_day_ws_day")]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from django.db.models import QuerySet, Sum
 from django.urls import reverse
+from django.utils.translation import gettext as _
 
+from shequn.core.errors import NotFound
 from shequn.core.models import Workspace
-from shequn.core.tenancy import scoped
+from shequn.core.tenancy import get_scoped, scoped
 
-from .models import InboundMessage, WeChatAccount
+from .models import ChannelCode, ChannelCodeDay, InboundMessage, WeChatAccount
 
 
 def account_by_endpoint_key(endpoint_key: str) -> WeChatAccount | None:
@@ -31,3 +40,144 @@ def accounts(workspace: Workspace) -> list[WeChatAccount]:
 
 def find_inbound(account: WeChatAccount, dedup_key: str) -> InboundMessage | None:
     return scoped(InboundMessage, account.workspace_id).filter(account=account, dedup_key=dedup_key).first()
+
+
+def account(workspace: Workspace, account_id: int) -> WeChatAccount:
+    """One account of ``workspace`` (NotFound for another workspace's)."""
+    return get_scoped(WeChatAccount, workspace, account_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# channel codes
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """What the fast path needs to know about a channel code."""
+
+    id: int
+    scene: str
+    welcome_text: str
+    tags: tuple[str, ...]
+    active: bool
+
+
+CODE_CACHE_SIZE = 4096
+_code_cache: OrderedDict[tuple[int, str, str], CodeInfo | None] = OrderedDict()
+_code_cache_lock = threading.Lock()
+
+
+def code_for_scene(account: WeChatAccount, scene: str) -> CodeInfo | None:
+    """The code of ``account`` with ``scene`` (active or not), or None — read on the fast path.
+
+    Answers are kept in a small per-process LRU cache keyed by the account's ``codes_version``, a
+    random value every change of the account's codes replaces in the same transaction. The endpoint
+    reads the account row for every request, so every process sees a change as soon as it commits;
+    pass an account fetched for this request, not one kept from before a change."""
+    if not scene:
+        return None
+    key = (account.pk, account.codes_version, scene)
+    with _code_cache_lock:
+        if key in _code_cache:
+            _code_cache.move_to_end(key)
+            return _code_cache[key]
+    row = (ChannelCode.objects.filter(workspace_id=account.workspace_id, account=account, scene=scene)
+           .values_list("pk", "welcome_text", "tags", "active").first())
+    info = None if row is None else CodeInfo(id=row[0], scene=scene, welcome_text=row[1],
+                                             tags=tuple(str(t) for t in row[2] or ()), active=row[3])
+    with _code_cache_lock:
+        _code_cache[key] = info
+        while len(_code_cache) > CODE_CACHE_SIZE:
+            _code_cache.popitem(last=False)
+    return info
+
+
+def clear_code_cache() -> None:
+    with _code_cache_lock:
+        _code_cache.clear()
+
+
+def codes(workspace: Workspace, *, account_id: int | None = None, active: bool | None = None) -> QuerySet[ChannelCode]:
+    """The workspace's channel codes, newest first, with their account."""
+    qs = scoped(ChannelCode, workspace).select_related("account")
+    if account_id is not None:
+        qs = qs.filter(account_id=account_id)
+    if active is not None:
+        qs = qs.filter(active=active)
+    return qs.order_by("-pk")
+
+
+def code(workspace: Workspace, code_id: int) -> ChannelCode:
+    """One code of ``workspace`` with its account (NotFound for another workspace's)."""
+    try:
+        return scoped(ChannelCode, workspace).select_related("account").get(pk=code_id)
+    except (ChannelCode.DoesNotExist, ValueError, TypeError):
+        raise NotFound(_("channel code %(id)s not found") % {"id": code_id}) from None
+
+
+STAT_FIELDS = ("scans", "scanners", "follows", "unfollows", "conversions")
+
+
+@dataclass(frozen=True)
+class CodeStats:
+    """A code's counters over a period (see docs/channel-codes.md for each definition)."""
+
+    scans: int = 0
+    scanners: int = 0
+    follows: int = 0
+    unfollows: int = 0
+    conversions: int = 0
+
+    @property
+    def unfollow_rate(self) -> float | None:
+        """Unfollows within 7 days per follow."""
+        return self.unfollows / self.follows if self.follows else None
+
+    @property
+    def conversion_rate(self) -> float | None:
+        """First purchases per member who scanned."""
+        return self.conversions / self.scanners if self.scanners else None
+
+    def as_dict(self) -> dict[str, int | float | None]:
+        return {**{f: getattr(self, f) for f in STAT_FIELDS}, "unfollow_rate": self.unfollow_rate,
+                "conversion_rate": self.conversion_rate}
+
+
+def code_stats(workspace: Workspace, code_ids: list[int] | None = None, *, since: dt.date | None = None,
+               until: dt.date | None = None) -> dict[int, CodeStats]:
+    """Counters per code (all codes of the workspace, or ``code_ids``), optionally for the days
+    ``since``..``until`` (inclusive): one grouped query over the daily counters. Codes without any
+    activity are absent; use ``CodeStats()`` for them."""
+    qs = scoped(ChannelCodeDay, workspace)
+    if code_ids is not None:
+        qs = qs.filter(code_id__in=code_ids)
+    if since is not None:
+        qs = qs.filter(day__gte=since)
+    if until is not None:
+        qs = qs.filter(day__lte=until)
+    rows = qs.values("code_id").annotate(**{f"t_{f}": Sum(f) for f in STAT_FIELDS}).order_by()
+    return {r["code_id"]: CodeStats(**{f: int(r[f"t_{f}"] or 0) for f in STAT_FIELDS}) for r in rows}
+
+
+@dataclass(frozen=True)
+class DayStats:
+    day: dt.date
+    stats: CodeStats
+
+
+def code_series(workspace: Workspace, code_id: int, since: dt.date, until: dt.date) -> list[DayStats]:
+    """One row per day from ``since`` to ``until`` (inclusive), zeros on quiet days."""
+    found = {r["day"]: CodeStats(**{f: r[f] for f in STAT_FIELDS})
+             for r in scoped(ChannelCodeDay, workspace).filter(code_id=code_id, day__gte=since, day__lte=until)
+             .values("day", *STAT_FIELDS)}
+    out: list[DayStats] = []
+    day = since
+    while day <= until:
+        out.append(DayStats(day=day, stats=found.get(day, CodeStats())))
+        day += dt.timedelta(days=1)
+    return out
+
+
+def local_day(workspace: Workspace, at: dt.datetime) -> dt.date:
+    """The calendar day of ``at`` in the workspace's time zone: the day a counter is kept under."""
+    return at.astimezone(ZoneInfo(workspace.default_timezone)).date()

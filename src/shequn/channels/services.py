@@ -14,11 +14,12 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from shequn.core import audit
+from shequn.core import cache as settings_cache
 from shequn.core.errors import ValidationError
 from shequn.core.models import Workspace
 from shequn.core.tenancy import get_scoped
 
-from . import queries
+from . import code_services, queries
 from .models import InboundMessage, WeChatAccount, WeChatMode
 from .replies import Reply, compute_reply
 from .wechat import WeChatMessage, aes_key_problem
@@ -136,10 +137,15 @@ _EVENT_TYPES = {"subscribe": "follow", "unsubscribe": "unfollow", "scan": "scan"
 
 def interaction_for(account: WeChatAccount, message: WeChatMessage, reply: Reply | None = None) -> dict[str, Any]:
     """The interaction event (as ``ingest_batch`` takes it) that records ``message``; when a keyword
-    rule chose the ``reply``, the rule's id is kept in the properties (``auto_reply_rule``)."""
+    rule chose the ``reply``, the rule's id is kept in the properties (``auto_reply_rule``), and when
+    the bot read the message, its outcome (``bot_outcome``: "answered" or "handoff") and what answered
+    (``bot_source``, ``incident``, ``menu``, ``menu_node``)."""
     props = message.properties()
     if reply is not None and reply.rule_id is not None:
         props["auto_reply_rule"] = reply.rule_id
+    if reply is not None and reply.bot_outcome is not None:
+        props["bot_outcome"] = reply.bot_outcome
+        props.update(reply.props)
     profile: dict[str, str] = {}
     if message.is_event:
         itype = _EVENT_TYPES.get(message.event_lower, "custom")
@@ -151,6 +157,9 @@ def interaction_for(account: WeChatAccount, message: WeChatMessage, reply: Reply
                 profile = {"source_channel": QR_SOURCE_CHANNEL, "source_code": scene}
         elif message.event_lower == "scan" and key:
             props["scene"] = key[:MAX_SCENE]
+        code = queries.code_for_scene(account, message.qr_scene)
+        if code is not None:
+            props["channel_code"] = code.id
     else:
         itype = "message"
     props["account"] = account.app_id
@@ -169,6 +178,17 @@ def interaction_for(account: WeChatAccount, message: WeChatMessage, reply: Reply
     return event
 
 
+def _record_code_scan(account: WeChatAccount, message: WeChatMessage, result: Any) -> None:
+    """A scan of one of the account's channel codes counts in the code's stats and tags a new
+    follower (``code_services.record_scan``), in the transaction that recorded the scan."""
+    code = queries.code_for_scene(account, message.qr_scene)
+    if code is None or result.status != "created" or result.member_id is None:
+        return  # not a code of ours, or a redelivery already counted
+    code_services.record_scan(account.workspace, code, result.member_id,
+                              new_follower=message.event_lower == "subscribe",
+                              at=dt.datetime.fromtimestamp(message.create_time, tz=dt.UTC), actor=account.source)
+
+
 def _replay(record: InboundMessage) -> Processed:
     reply = Reply(kind=record.reply_type, content=record.reply_content) if record.reply_type else None
     return Processed(reply=reply, record=record, replayed=True)
@@ -177,20 +197,22 @@ def _replay(record: InboundMessage) -> Processed:
 def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
     """Record one message or event pushed to ``account`` and decide its passive reply — once.
 
-    The ``InboundMessage`` row is inserted first: a retry that arrives while the first delivery is
-    still being processed waits on the unique index (PostgreSQL) or the write lock (SQLite), then
+    The ``InboundMessage`` row is inserted first (no read before it: a new message, the common case,
+    costs no lookup): a retry — arriving while the first delivery is still being processed, or
+    after — waits on the unique index (PostgreSQL) or the write lock (SQLite), fails to insert, then
     finds the stored row and returns its reply. The interaction, the member upsert and the stored
     reply commit together, so a failure leaves nothing behind and WeChat's next retry starts afresh."""
     from shequn.interactions import services as interactions
 
     workspace = account.workspace
     key = message.dedup_key
-    for _attempt in range(3):
-        stored = queries.find_inbound(account, key)
-        if stored is not None:
-            return _replay(stored)
+    for attempt in range(3):
+        if attempt:  # the insert below conflicted: the message is stored (or being stored) already
+            stored = queries.find_inbound(account, key)
+            if stored is not None:
+                return _replay(stored)
         try:
-            with transaction.atomic():
+            with settings_cache.scope(), transaction.atomic():
                 record = InboundMessage.objects.create(
                     workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
                     event=message.event, from_user=message.from_user, to_user=message.to_user)
@@ -201,6 +223,7 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
                     error = result.error or {}
                     raise ValidationError(str(error.get("message", "")), code=str(error.get("code", "invalid_event")),
                                           details=error.get("details"))
+                _record_code_scan(account, message, result)
                 record.interaction_id = result.id
                 if reply is not None:
                     record.reply_type, record.reply_content = reply.kind, reply.content

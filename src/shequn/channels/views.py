@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from shequn.core import cache as settings_cache
 from shequn.core.clock import now
 from shequn.core.errors import ShequnError
 
@@ -33,6 +34,11 @@ def _error(exc: ShequnError) -> HttpResponse:
 @csrf_exempt
 @require_http_methods(["GET", "POST"])
 def endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
+    with settings_cache.scope():  # the workspace's settings versions are read once per request
+        return _endpoint(request, endpoint_key)
+
+
+def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
     account = queries.account_by_endpoint_key(endpoint_key)
     if account is None:
         return HttpResponse(_("unknown server URL"), status=404, content_type="text/plain; charset=utf-8")

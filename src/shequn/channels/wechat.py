@@ -50,6 +50,8 @@ _RANDOM_ALPHABET = string.ascii_letters + string.digits
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 MAX_OPENID = 64
+QR_SCENE_PREFIX = "qrscene_"
+MAX_SCENE = 64  # WeChat's limit for a string scene (QR_LIMIT_STR_SCENE)
 MAX_EVENT = 32
 MAX_FIELD = 4096
 
@@ -267,6 +269,20 @@ class WeChatMessage:
     @property
     def event_key(self) -> str:
         return self.fields.get("EventKey", "")
+
+    @property
+    def qr_scene(self) -> str:
+        """The scene of the parametric QR code that was scanned, or "": a ``subscribe`` whose EventKey
+        is ``qrscene_<scene>`` (a new follower) or a ``SCAN`` whose EventKey is ``<scene>`` (a
+        follower). Cut to WeChat's 64 characters."""
+        if not self.is_event:
+            return ""
+        key = self.event_key
+        if self.event_lower == "subscribe":
+            return key[len(QR_SCENE_PREFIX):][:MAX_SCENE] if key.startswith(QR_SCENE_PREFIX) else ""
+        if self.event_lower == "scan":
+            return key[:MAX_SCENE]
+        return ""
 
     @property
     def dedup_key(self) -> str:

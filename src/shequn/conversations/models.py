@@ -70,3 +70,164 @@ class RuleSetVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace_id} v{self.version}"
+
+
+# ---------------------------------------------------------------------------------------------
+# IVR menus (docs/menus.md, ADR 0014)
+
+
+class NodeAction(models.TextChoices):
+    """What choosing a menu option does."""
+
+    SUBMENU = "submenu", _("Open a submenu")
+    TEXT = "text", _("Answer with a text")
+    LIVE = "live", _("Answer with live data")
+    HANDOFF = "handoff", _("Hand over to a person")
+
+
+class LiveData(models.TextChoices):
+    """The live answers a menu option can give, read from other domains when the member asks."""
+
+    POINTS = "points", _("Points balance")
+    COUPONS = "coupons", _("Coupons")
+    LATEST_PURCHASE = "latest_purchase", _("Latest purchase")
+    BOOKING = "booking", _("Upcoming event booking")
+
+
+class Menu(models.Model):
+    """An interactive menu (像电话语音导航的菜单) of a workspace: a tree of numbered options.
+
+    A member opens it by sending one of ``triggers`` (exact match after normalisation, e.g. 菜单);
+    while the member's session is open (``timeout_seconds`` since their last menu input) digits choose
+    options, ``*`` goes back one level and ``#`` returns to the top (docs/menus.md)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="menus")
+    name = models.CharField(max_length=100)
+    triggers = models.JSONField(default=list, help_text="texts that open the menu at its top level")
+    prompt = models.TextField(blank=True, help_text="text above the options of the top level")
+    handoff_text = models.TextField(blank=True, help_text="reply when the member is handed over to a person")
+    timeout_seconds = models.PositiveIntegerField(default=300)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="uniq_menu_name")]
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MenuNode(models.Model):
+    """One option of a menu: the member sends ``key`` (digits) to choose it. ``parent`` None: an
+    option of the top level. ``text`` is the answer of a text option, the header of a submenu, or the
+    reply of a handoff option (the menu's ``handoff_text`` when empty); ``live`` names the live data
+    of a live option."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    menu = models.ForeignKey(Menu, on_delete=models.CASCADE, related_name="nodes")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    key = models.CharField(max_length=2)
+    label = models.CharField(max_length=60)
+    action = models.CharField(max_length=16, choices=NodeAction.choices)
+    text = models.TextField(blank=True)
+    live = models.CharField(max_length=24, choices=LiveData.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["menu", "parent", "key"], name="uniq_menu_node_key"),
+            models.UniqueConstraint(fields=["menu", "key"], condition=models.Q(parent__isnull=True),
+                                    name="uniq_menu_top_key"),
+        ]
+        ordering = ["menu", "parent_id", "key"]
+
+    def __str__(self) -> str:
+        return f"{self.key}. {self.label}"
+
+
+class MenuSession(models.Model):
+    """Where one member (``subject``: the channel identity, e.g. ``wechat_openid:wx…:o…``) is in a
+    menu, until ``expires_at``. ``node`` None: the top level. Written in the transaction that records
+    the member's message, so a retried message sees the state its first delivery left (ADR 0014)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    subject = models.CharField(max_length=200)
+    menu = models.ForeignKey(Menu, on_delete=models.CASCADE, related_name="+")
+    node = models.ForeignKey(MenuNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "subject"], name="uniq_menu_session_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} @ {self.menu_id}/{self.node_id or '-'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# incidents (outage notices, docs/incidents.md)
+
+
+class IncidentStatus(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    ENDED = "ended", _("Ended")
+
+
+class Incident(models.Model):
+    """An outage notice (故障通知): while active (declared, ``starts_at`` passed, not ended, before
+    ``ends_at`` when set), an inbound message containing one of ``keywords`` (every message when there
+    are none) is answered with ``reply`` before any menu or keyword rule."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="incidents")
+    title = models.CharField(max_length=200)
+    keywords = models.JSONField(default=list, blank=True)
+    reply = models.TextField()
+    status = models.CharField(max_length=10, choices=IncidentStatus.choices, default=IncidentStatus.ACTIVE)
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True, help_text="planned end; empty: until ended")
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["workspace", "status", "-starts_at"], name="incident_ws_status")]
+        ordering = ["-starts_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class NotificationStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Sending")
+    DONE = "done", _("Done")
+    FAILED = "failed", _("Failed")
+
+
+class IncidentNotification(models.Model):
+    """One proactive notification of an incident to affected members: a segment (``target``
+    ``{"filter": {…}}``, a member filter) or a list (``{"member_ids": […]}``). Sent in the background
+    in member-id order; ``cursor`` is the last member handled and ``processed`` the progress counter.
+    Each message is sent with the key ``incident:<incident id>:<member id>``, so a member is told
+    once per incident however often the incident is notified."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="notifications")
+    target = models.JSONField(default=dict)
+    text = models.TextField()
+    status = models.CharField(max_length=10, choices=NotificationStatus.choices, default=NotificationStatus.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}: {self.processed}/{self.total}"

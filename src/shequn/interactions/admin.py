@@ -1,10 +1,15 @@
 from django.contrib import admin
 
-from .models import Interaction, Touchpoint
+from shequn.core.cache import VersionedAdminMixin
+
+from .models import Interaction, Touchpoint, TouchpointsVersion
 
 
 @admin.register(Touchpoint)
-class TouchpointAdmin(admin.ModelAdmin):
+class TouchpointAdmin(VersionedAdminMixin, admin.ModelAdmin):
+    """Edits here change the workspace's touchpoints version too, so cached code maps are dropped."""
+
+    version_model = TouchpointsVersion
     list_display = ("code", "name", "workspace", "channel", "function", "importance", "complexity")
     list_filter = ("workspace", "channel")
 

@@ -30,6 +30,18 @@ class Direction(models.TextChoices):
     OUTBOUND = "out", _("Outbound (brand → member)")
 
 
+class TouchpointsVersion(models.Model):
+    """The version of a workspace's touchpoint codes: a new random value in the transaction that
+    creates (or, in the admin, recodes or deletes) a touchpoint, so each process knows when its cached
+    code → id map is stale (ADR 0015)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} v{self.version}"
+
+
 class Touchpoint(models.Model):
     """A place where the brand and its members meet (接触点), with the seed's four dimensions.
 

@@ -17,11 +17,12 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from shequn.core import cache as settings_cache
 from shequn.core.errors import ShequnError, ValidationError
 from shequn.core.models import Workspace
 from shequn.core.tenancy import scoped
 
-from .models import Direction, Interaction, InteractionType, Touchpoint, TouchpointDay
+from .models import Direction, Interaction, InteractionType, Touchpoint, TouchpointDay, TouchpointsVersion
 
 MAX_PROPERTIES_BYTES = 16_384
 _TYPES = frozenset(InteractionType.values)
@@ -147,6 +148,22 @@ def ingest(workspace: Workspace, event: Mapping[str, Any], *, actor: str = "api"
     return result
 
 
+TOUCHPOINTS_SOURCE = "interactions.touchpoints"
+_touchpoint_cache: settings_cache.VersionedCache[dict[str, int]] = settings_cache.VersionedCache(TOUCHPOINTS_SOURCE)
+
+
+def bump_touchpoints_version(workspace_id: int) -> None:
+    """Mark the workspace's touchpoint codes changed, in the transaction that changes them."""
+    settings_cache.bump(TouchpointsVersion, workspace_id)
+
+
+def touchpoint_ids(workspace: Workspace) -> dict[str, int]:
+    """Touchpoint code → id of ``workspace``, from this process's cache while the touchpoints'
+    version is unchanged (ADR 0015). Read only."""
+    return _touchpoint_cache.get(workspace.pk,
+                                 lambda: dict(scoped(Touchpoint, workspace).values_list("code", "id")))
+
+
 @dataclass
 class Triage:
     """A batch sorted before anything is written: ``results`` already holds the bad rows and the
@@ -161,7 +178,7 @@ def triage_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *,
                  pending_keys: Collection[tuple[str, str]] = ()) -> Triage:
     """Validate every row and find duplicates — inside the batch, against what is stored, and against
     ``pending_keys`` (keys a dry run has already counted as created). Reads only."""
-    touchpoints = dict(scoped(Touchpoint, workspace).values_list("code", "id"))
+    touchpoints = touchpoint_ids(workspace)
     results: list[RowResult] = [RowResult(index=i, status="pending") for i in range(len(events))]
     clean: list[_Clean] = []
     for i, row in enumerate(events):
@@ -207,7 +224,15 @@ def identity_key(c: _Clean) -> tuple[tuple[str, str, str], ...]:
 
 def ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, actor: str = "api") -> list[RowResult]:
     """Store a batch. Good rows are stored, bad rows are reported with their reason, and rows whose
-    ``(source, external_id)`` was already stored are reported as ``duplicate`` with the stored id."""
+    ``(source, external_id)`` was already stored are reported as ``duplicate`` with the stored id.
+
+    The cached settings the batch's handlers read (touchpoints, stage rules, subscriptions …) are
+    checked against one read of the workspace's settings versions (``core.cache.scope``)."""
+    with settings_cache.scope():
+        return _ingest_batch(workspace, events, actor=actor)
+
+
+def _ingest_batch(workspace: Workspace, events: Sequence[Mapping[str, Any]], *, actor: str) -> list[RowResult]:
     from shequn.members import queries as member_queries
     from shequn.members import services as members
 
@@ -427,6 +452,7 @@ def save_touchpoint(workspace: Workspace, code: str, data: Mapping[str, Any], *,
     if tp is None:
         if not values.get("name") or not values.get("channel"):
             raise ValidationError("a new touchpoint needs a name and a channel", code="invalid_field")
+        bump_touchpoints_version(workspace.pk)
         tp = Touchpoint.objects.create(workspace=workspace, code=code, **values)
         audit.record(workspace, actor, "touchpoint.create", tp)
     else:

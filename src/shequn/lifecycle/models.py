@@ -21,6 +21,17 @@ class Stage(models.Model):
         return self.name
 
 
+class LifecycleVersion(models.Model):
+    """The version of a workspace's stages and stage rules: a new random value in the transaction of
+    every change of them, so each process knows when its cached copy is stale (ADR 0015)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} v{self.version}"
+
+
 class StageRule(models.Model):
     """When an interaction of ``interaction_type`` (optionally on ``channel``/``touchpoint``, with at
     least ``min_amount``, being at least the member's ``min_count``-th such event) arrives, move the

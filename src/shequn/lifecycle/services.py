@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 
 from shequn.core import audit
+from shequn.core import cache as settings_cache
 from shequn.core.clock import now
 from shequn.core.errors import ValidationError
 from shequn.core.models import Workspace
@@ -21,7 +22,7 @@ from shequn.interactions.conditions import matches
 from shequn.members.models import Member, MemberStatus
 
 from . import strength as strength_formula
-from .models import Stage, StageChange, StageRule
+from .models import LifecycleVersion, Stage, StageChange, StageRule
 
 DEFAULT_STAGES = [
     ("aware", "认知"),
@@ -53,6 +54,7 @@ def install_defaults(workspace: Workspace) -> None:
     """Give a new workspace the default pipeline 认知 → 考虑 → 购买 → 使用 → 意见 → 口碑 and its rules."""
     if scoped(Stage, workspace).exists():
         return
+    bump_version(workspace)
     stages = {key: Stage.objects.create(workspace=workspace, key=key, name=name, position=i + 1)
               for i, (key, name) in enumerate(DEFAULT_STAGES)}
     StageRule.objects.bulk_create([
@@ -60,6 +62,31 @@ def install_defaults(workspace: Workspace) -> None:
                   target_stage=stages[target], priority=priority)
         for name, itype, direction, min_count, target, priority in DEFAULT_RULES
     ])
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-process cache of stages and rules (ADR 0015)
+
+VERSION_SOURCE = "lifecycle"
+_pipeline_cache: settings_cache.VersionedCache[tuple[list[StageRule], dict[int, int]]] = \
+    settings_cache.VersionedCache(VERSION_SOURCE)
+
+
+def bump_version(workspace: Workspace | int) -> None:
+    """Mark the workspace's stages and stage rules changed: call in the transaction of every write
+    of them, so every process reloads them for the next interaction it folds."""
+    settings_cache.bump(LifecycleVersion, workspace if isinstance(workspace, int) else workspace.pk)
+
+
+def _load_pipeline(workspace: Workspace) -> tuple[list[StageRule], dict[int, int]]:
+    rules = list(scoped(StageRule, workspace).filter(enabled=True).select_related("target_stage"))
+    return rules, {s.pk: s.position for s in scoped(Stage, workspace)}
+
+
+def pipeline(workspace: Workspace) -> tuple[list[StageRule], dict[int, int]]:
+    """The workspace's enabled stage rules (in order, with their target stage) and each stage's
+    position, from this process's cache while the lifecycle version is unchanged. Read only."""
+    return _pipeline_cache.get(workspace.pk, lambda: _load_pipeline(workspace))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,15 +107,15 @@ def on_interactions(workspace: Workspace, rows: Sequence[Any]) -> None:
     by_member: dict[int, list[Any]] = defaultdict(list)
     for row in rows:
         by_member[row.member_id].append(row)
-    rules = [r for r in scoped(StageRule, workspace).filter(enabled=True).select_related("target_stage")]
-    counted_types = {r.interaction_type for r in rules if r.min_count > 1}
+    rules, stage_pos = pipeline(workspace)
+    batch_types = {row.type for row in rows}
+    counted_types = {r.interaction_type for r in rules if r.min_count > 1 and r.interaction_type in batch_types}
     prior_counts: dict[tuple[int, str], int] = {}
     if counted_types:
         new_ids = [r.pk for r in rows]
         for mid, itype, n in (_interactions(workspace).filter(member_id__in=list(by_member), type__in=counted_types)
                               .exclude(pk__in=new_ids).values_list("member_id", "type").annotate(n=Count("pk"))):
             prior_counts[(mid, itype)] = n
-    stage_pos = {s.pk: s.position for s in scoped(Stage, workspace)}
     members = scoped(Member, workspace).select_for_update().filter(pk__in=list(by_member)).order_by("pk")
     clock = now()
     changes: list[StageChange] = []
@@ -315,6 +342,7 @@ def save_rule(workspace: Workspace, data: Mapping[str, Any], *, rule_id: int | N
             setattr(rule, key, str(value or "").strip()[:100])
     if not rule.name or not rule.interaction_type or not rule.target_stage_id:
         raise ValidationError("a rule needs name, interaction_type and target_stage", code="invalid_field")
+    bump_version(workspace)
     rule.save()
     audit.record(workspace, actor, "stage_rule.save", rule, {k: str(v) for k, v in data.items()})
     return rule
@@ -324,6 +352,7 @@ def save_rule(workspace: Workspace, data: Mapping[str, Any], *, rule_id: int | N
 def delete_rule(workspace: Workspace, rule_id: int, *, actor: str) -> None:
     rule = get_scoped(StageRule, workspace, rule_id, for_update=True)
     audit.record(workspace, actor, "stage_rule.delete", rule, {"name": rule.name})
+    bump_version(workspace)
     rule.delete()
 
 
