@@ -11,8 +11,15 @@ and ``verify()`` finds every balance equal to its entries and lots at the end.
 
 PostgreSQL runs 1, 8 and 32 workers; SQLite (the default) 1 worker, as SQLite has one writer.
 
+Points operations announce ``hooks.POINTS_CHANGED`` to whatever other domains subscribe (tiers,
+leaderboards), in the same transaction; their work is part of the figure. ``--without-subscribers``
+detaches them for the run, to measure the ledger alone (the figure's name then ends in ``.ledger``).
+
+A second figure per worker count: stored-value payments (``wallet.services.pay``: idempotent entry
+and conditional balance update) against the same bare conditional ``UPDATE`` (debits only).
+
     python -m bench.loyalty [--quick] [--ops N] [--members N]
-    python -m bench.loyalty --postgres postgres://postgres@127.0.0.1:5432/shequn_bench [--prepared]
+    python -m bench.loyalty --postgres postgres://postgres@127.0.0.1:5432/shequn_bench [--prepared] [--without-subscribers]
 
 The PostgreSQL database given is emptied first (as for every benchmark): give it one of its own.
 """
@@ -84,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prepared", action="store_true",
                         help="PostgreSQL: server-side parameter binding with prepared statements "
                              "(OPTIONS server_side_binding and prepare_threshold), for both figures")
+    parser.add_argument("--without-subscribers", action="store_true",
+                        help="detach POINTS_CHANGED subscribers of other domains for the run")
     args = parser.parse_args(argv)
     total_ops = args.ops or (1_000 if args.quick else 20_000)
     n_members = args.members or (300 if args.quick else 5_000)
@@ -102,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     from shequn.loyalty import services as loyalty
     from shequn.loyalty.models import PointBalance
     from shequn.members.models import Member
+    from shequn.wallet import services as wallet
+    from shequn.wallet.models import Wallet
 
+    if args.without_subscribers:
+        from shequn.core import hooks
+
+        hooks._handlers[hooks.POINTS_CHANGED].clear()
     vendor = connection.vendor
     worker_counts = [1, 8, 32] if vendor == "postgresql" else [1]
 
@@ -154,7 +169,33 @@ def main(argv: list[str] | None = None) -> int:
             cur.execute(debit_sql, [amount, bid, amount])
             return "spend" if cur.rowcount == 1 else "refused"
 
+    # Stored value: every bench member gets a wallet large enough that payments are rarely refused.
+    for i, mid in enumerate(member_ids):
+        wallet.top_up(ws, mid, 10_000_000, idempotency_key=f"open-{mid}", actor="bench")
+        if i % 500 == 499 or i == n_members - 1:
+            progress("opening wallets", i + 1, n_members)
+
+    def pays(tag: str) -> Callable[[random.Random, int, int], str]:
+        def op(rnd: random.Random, w: int, i: int) -> str:
+            try:
+                wallet.pay(ws, rnd.choice(member_ids), rnd.randint(1, 50), idempotency_key=f"{tag}-{w}-{i}",
+                           actor="bench")
+                return "pay"
+            except Conflict as exc:
+                if exc.code == "insufficient_funds":
+                    return "refused"
+                raise
+        return op
+
+    def debits(rnd: random.Random, w: int, i: int) -> str:
+        bid = rnd.choice(base_ids)
+        amount = rnd.randint(1, 50)
+        with connection.cursor() as cur:
+            cur.execute(debit_sql, [amount, bid, amount])
+            return "pay" if cur.rowcount == 1 else "refused"
+
     measured = []
+    wallet_measured = []
     for workers in worker_counts:
         per_worker = max(1, total_ops // workers)
         n = per_worker * workers
@@ -165,21 +206,46 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"{v} × {k}\n")
         measured.append((workers, n, n / t_ours, n / t_base, sum(errors.values()),
                          {k: v for k, v in our_out.items() if not k.startswith("error:")}))
+        # Refill the baseline rows so the debit-only baseline is not refused more than the wallets.
+        PointBalance.objects.filter(pk__in=base_ids).update(available=10_000_000)
+        t_base, base_out = run_workers(workers, per_worker, debits)
+        t_pay, pay_out = run_workers(workers, per_worker, pays(f"p{workers}"))
+        errors = {k: v for k, v in {**base_out, **pay_out}.items() if k.startswith("error:")}
+        for k, v in errors.items():
+            sys.stderr.write(f"{v} × {k}\n")
+        wallet_measured.append((workers, n, n / t_pay, n / t_base, sum(errors.values()),
+                                {k: v for k, v in pay_out.items() if not k.startswith("error:")}))
+        PointBalance.objects.filter(pk__in=base_ids).update(available=START_BALANCE)
 
     # Anomalies: unexpected errors, any discrepancy the ledger check finds, a negative baseline row.
     report = loyalty.verify(ws)
     for d in report.discrepancies[:20]:
         sys.stderr.write(f"ledger discrepancy: {d.as_dict()}\n")
     negative = PointBalance.objects.filter(pk__in=base_ids, available__lt=0).count()
+    wallet_report = wallet.verify(ws)
+    for d in wallet_report.discrepancies[:20]:
+        sys.stderr.write(f"wallet discrepancy: {d.as_dict()}\n")
     all_ok = True
     for workers, n, ours_rate, base_rate, errors, mix in measured:
         ratio = ours_rate / base_rate
         anomalies = errors + len(report.discrepancies) + negative
         ok = anomalies == 0 and (workers != GOAL_WORKERS or ratio >= GOAL_RATIO)
         all_ok &= ok
-        emit(f"loyalty.ledger_ops.{vendor}{'.prepared' if args.prepared else ''}.{workers}w", ours_rate, "ops/s", "bare conditional UPDATE on a balance row",
+        emit(f"loyalty.ledger_ops.{vendor}{'.prepared' if args.prepared else ''}"
+             f"{'.ledger' if args.without_subscribers else ''}.{workers}w", ours_rate, "ops/s",
+             "bare conditional UPDATE on a balance row",
              base_rate, ratio, f">= {GOAL_RATIO} at {GOAL_WORKERS} workers, zero anomalies", ok, workers=workers,
              ops=n, members=n_members, anomalies=anomalies, verified_balances=report.balances, mix=mix)
+    negative_wallets = Wallet.objects.filter(balance__lt=0).count()
+    for workers, n, ours_rate, base_rate, errors, mix in wallet_measured:
+        ratio = ours_rate / base_rate
+        anomalies = errors + len(wallet_report.discrepancies) + negative_wallets
+        ok = anomalies == 0 and (workers != GOAL_WORKERS or ratio >= GOAL_RATIO)
+        all_ok &= ok
+        emit(f"wallet.pay_ops.{vendor}{'.prepared' if args.prepared else ''}.{workers}w", ours_rate, "ops/s",
+             "bare conditional UPDATE on a balance row (debits)", base_rate, ratio,
+             f">= {GOAL_RATIO} at {GOAL_WORKERS} workers, zero anomalies", ok, workers=workers, ops=n,
+             members=n_members, anomalies=anomalies, verified_wallets=wallet_report.wallets, mix=mix)
     return 0 if all_ok else 1
 
 

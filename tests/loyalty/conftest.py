@@ -28,3 +28,7 @@ def bob(ws):
 def coins(ws):
     """A spendable currency that never expires, transferable, no waiting time."""
     return loyalty.save_point_type(ws, "coins", {"name": "金币", "kind": "currency", "transferable": True}, actor="test")
+
+
+# The console's staff of every role (tests/console/conftest.py), for the console and browser tests.
+from tests.console.conftest import _fast_passwords, agent, clerk, operator, owner, staff  # noqa: E402, F401

@@ -83,6 +83,8 @@ class EntryKind(models.TextChoices):
     TRANSFER_IN = "transfer_in", _("Transferred in")
     TRANSFER_OUT = "transfer_out", _("Transferred out")
     ADJUST = "adjust", _("Adjusted")
+    MERGE_IN = "merge_in", _("Merged in")
+    MERGE_OUT = "merge_out", _("Merged out")
 
 
 class PointBalance(models.Model):
@@ -150,8 +152,8 @@ class PointEntry(models.Model):
             models.UniqueConstraint(fields=["workspace", "point_type", "idempotency_key"],
                                     condition=Q(idempotency_key__isnull=False), name="uniq_point_entry_key"),
             models.CheckConstraint(
-                condition=(Q(kind__in=["earn", "transfer_in"], amount__gt=0)
-                           | Q(kind__in=["spend", "expire", "transfer_out"], amount__lt=0)
+                condition=(Q(kind__in=["earn", "transfer_in", "merge_in"], amount__gt=0)
+                           | Q(kind__in=["spend", "expire", "transfer_out", "merge_out"], amount__lt=0)
                            | Q(kind="reverse", amount__lte=0)
                            | (Q(kind="adjust") & ~Q(amount=0))),
                 name="point_entry_sign_by_kind"),
@@ -282,3 +284,40 @@ class EarnCapUsage(models.Model):
                                     condition=Q(member__isnull=True), name="uniq_cap_usage_global"),
             models.CheckConstraint(condition=Q(points__gte=0), name="cap_usage_points_gte_0"),
         ]
+
+
+class MergeDirection(models.TextChoices):
+    MERGE = "merge", _("Merge")
+    UNMERGE = "unmerge", _("Unmerge")
+
+
+class PointMerge(models.Model):
+    """What a member merge (or its undoing) moved in one point type: the ``merge_out`` entry of the
+    member who gave the points, the ``merge_in`` entry of the one who received them (both empty when
+    only lifetime earned moved), and the lifetime earned that moved with them. One row per
+    (merge record, point type, direction): a merge cannot move points twice (ADR 0006)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    merge_record_id = models.BigIntegerField(help_text="members.MergeRecord id")
+    direction = models.CharField(max_length=8, choices=MergeDirection.choices)
+    point_type = models.ForeignKey(PointType, on_delete=models.CASCADE, related_name="+", db_index=False)
+    from_member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
+                                    db_constraint=False, db_index=False)
+    to_member = models.ForeignKey("members.Member", on_delete=models.CASCADE, related_name="+",
+                                  db_constraint=False, db_index=False)
+    out_entry = models.ForeignKey(PointEntry, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                  db_index=False)
+    in_entry = models.ForeignKey(PointEntry, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                 db_index=False)
+    lifetime = models.BigIntegerField(default=0)
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "merge_record_id", "point_type", "direction"],
+                                    name="uniq_point_merge"),
+            models.CheckConstraint(condition=Q(lifetime__gte=0), name="point_merge_lifetime_gte_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.direction} #{self.merge_record_id}: {self.from_member_id} → {self.to_member_id}"

@@ -79,3 +79,82 @@ def awards_of_interaction(workspace: Workspace, interaction_id: int) -> list[Poi
     """The entries an interaction caused (awards, and reversals for a refund)."""
     return list(scoped(PointEntry, workspace).filter(source_interaction_id=interaction_id)
                 .filter(Q(kind=EntryKind.EARN) | Q(kind=EntryKind.REVERSE)).select_related("point_type").order_by("pk"))
+
+
+def member_ids_with_points(workspace: Workspace, member_ids: list[int]) -> set[int]:
+    return set(scoped(PointBalance, workspace).filter(member_id__in=member_ids).values_list("member_id", flat=True))
+
+
+def draws_of(workspace: Workspace, entry_ids: list[int]) -> dict[int, list[PointLotDraw]]:
+    """The lot draws of many entries in one query (for a page of history)."""
+    out: dict[int, list[PointLotDraw]] = {}
+    for d in scoped(PointLotDraw, workspace).filter(entry_id__in=entry_ids).select_related("lot").order_by("pk"):
+        out.setdefault(d.entry_id, []).append(d)
+    return out
+
+
+@dataclass(frozen=True)
+class TypeLiability:
+    code: str
+    name: str
+    spendable: bool
+    available: int
+    pending: int
+    expiring: int  # within ``within`` from now
+    members: int
+
+
+@dataclass(frozen=True)
+class WeekFlow:
+    week: dt.date  # the Monday, local
+    issued: int  # awards and positive adjustments, transfers and merges excluded
+    redeemed: int  # spends
+    expired: int
+    reversed: int
+
+
+@dataclass
+class PointsLiability:
+    types: list[TypeLiability]
+    weeks: dict[str, list[WeekFlow]]  # per point type code
+
+
+def liability(workspace: Workspace, *, now: dt.datetime, within: dt.timedelta = dt.timedelta(days=30),
+              weeks: int = 12, tz: dt.tzinfo | None = None) -> PointsLiability:
+    """The points the programme owes, per point type: available and pending, what of it expires
+    between now and ``now + within``, and per week (Monday first, in ``tz``) over the last ``weeks``
+    weeks what was issued, redeemed, expired and reversed. A fixed number of queries."""
+    from django.db.models import Count
+    from django.db.models.functions import TruncWeek
+
+    types = point_types(workspace)
+    sums = {tid: (a or 0, p or 0, n) for tid, a, p, n in scoped(PointBalance, workspace).values_list("point_type_id")
+            .annotate(a=Sum("available"), p=Sum("pending"), n=Count("id", filter=Q(available__gt=0) | Q(pending__gt=0)))
+            .order_by().values_list("point_type_id", "a", "p", "n")}
+    soon = dict(scoped(PointLot, workspace).filter(remaining__gt=0, expires_at__gt=now, expires_at__lte=now + within)
+                .values_list("point_type_id").annotate(n=Sum("remaining")).order_by())
+    local = now.astimezone(tz) if tz else now
+    first_monday = local.date() - dt.timedelta(days=local.weekday() + 7 * (weeks - 1))
+    start = dt.datetime(first_monday.year, first_monday.month, first_monday.day, tzinfo=tz or dt.UTC)
+    flows: dict[tuple[int, dt.date], dict[str, int]] = {}
+    for tid, week, kind, total in (scoped(PointEntry, workspace).filter(at__gte=start, at__lte=now)
+                                   .filter(Q(kind__in=[EntryKind.EARN, EntryKind.SPEND, EntryKind.EXPIRE,
+                                                       EntryKind.REVERSE]) | Q(kind=EntryKind.ADJUST, amount__gt=0))
+                                   .annotate(week=TruncWeek("at", tzinfo=tz))
+                                   .values_list("point_type_id", "week", "kind").annotate(total=Sum("amount"))
+                                   .order_by()):
+        day = week.date() if isinstance(week, dt.datetime) else week
+        slot = flows.setdefault((tid, day), {})
+        slot[kind] = slot.get(kind, 0) + int(total)
+    out = PointsLiability(types=[], weeks={})
+    for pt in types:
+        a, p, n = sums.get(pt.pk, (0, 0, 0))
+        out.types.append(TypeLiability(pt.code, pt.name, pt.spendable, int(a), int(p), int(soon.get(pt.pk, 0)), n))
+        series = []
+        for i in range(weeks):
+            monday = first_monday + dt.timedelta(days=7 * i)
+            f = flows.get((pt.pk, monday), {})
+            series.append(WeekFlow(monday, f.get(EntryKind.EARN, 0) + f.get(EntryKind.ADJUST, 0),
+                                   -f.get(EntryKind.SPEND, 0), -f.get(EntryKind.EXPIRE, 0), -f.get(EntryKind.REVERSE, 0)))
+        out.weeks[pt.code] = series
+    return out

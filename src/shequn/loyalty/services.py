@@ -35,13 +35,13 @@ from django.utils.dateparse import parse_datetime
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 
-from shequn.core import audit, clock
+from shequn.core import audit, clock, hooks
 from shequn.core.errors import Conflict, NotFound, ValidationError
 from shequn.core.models import Workspace
 from shequn.core.tenancy import get_scoped, scoped
 from shequn.interactions.conditions import matches
 from shequn.members import queries as member_queries
-from shequn.members.models import Member
+from shequn.members.models import Member, MemberStatus
 
 from . import periods
 from .models import (
@@ -50,11 +50,13 @@ from .models import (
     EarnRule,
     EntryKind,
     ExpiryPolicy,
+    MergeDirection,
     PointBalance,
     PointEntry,
     PointKind,
     PointLot,
     PointLotDraw,
+    PointMerge,
     PointType,
 )
 
@@ -343,6 +345,22 @@ def _lock_balances(workspace: Workspace, pt: PointType, member_ids: Iterable[int
     return rows
 
 
+def _subscribed() -> bool:
+    return bool(hooks.handlers(hooks.POINTS_CHANGED))
+
+
+def _announce(workspace: Workspace, code: str, *entries: PointEntry) -> None:
+    """``hooks.POINTS_CHANGED`` for each new entry, inside the operation's transaction (a handler
+    that fails rolls the operation back). Replays announce nothing: they write nothing."""
+    for entry in entries:
+        hooks.emit(hooks.POINTS_CHANGED, workspace=workspace, member_id=entry.member_id, point_type=code,
+                   kind=entry.kind, amount=entry.amount, at=entry.at, entry_id=entry.pk)
+
+
+def _type_code(workspace: Workspace, type_id: int) -> str:
+    return str(scoped(PointType, workspace).values_list("code", flat=True).get(pk=type_id))
+
+
 def _min_time(*values: dt.datetime | None) -> dt.datetime | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
@@ -528,6 +546,8 @@ def _settle(workspace: Workspace, bal: PointBalance, now: dt.datetime) -> Settle
         with _batch() as b:
             _apply_draws(b, workspace, entry, [(_Lot(lot.pk, lot.remaining, lot.released, lot.earned_at, lot.expires_at),
                                                 lot.remaining) for lot in expired])
+        if _subscribed():
+            _announce(workspace, _type_code(workspace, bal.point_type_id), entry)
     if releasing:
         PointLot.objects.filter(pk__in=[lot.pk for lot in releasing], released=False).update(released=True)
     with _batch() as b:
@@ -537,14 +557,15 @@ def _settle(workspace: Workspace, bal: PointBalance, now: dt.datetime) -> Settle
     return result
 
 
-def _replayed(workspace: Workspace, pt: PointType, key: str, *, kind: str, member_id: int,
+def _replayed(workspace: Workspace, pt: PointType, key: str, *, kind: str, member_id: int | None,
               amount: int | None = None, related_id: int | None = None) -> PointEntry | None:
     """The entry stored under ``key``, if any. The same key used for a different operation is an
     error: the first operation stands and nothing changes."""
     entry = PointEntry.objects.filter(workspace=workspace, point_type=pt, idempotency_key=key).first()
     if entry is None:
         return None
-    if (entry.kind != kind or entry.member_id != member_id or (amount is not None and entry.amount != amount)
+    if (entry.kind != kind or (member_id is not None and entry.member_id != member_id)
+            or (amount is not None and entry.amount != amount)
             or (related_id is not None and entry.related_id != related_id)):
         raise Conflict(_("idempotency key %(key)r was already used for a different operation") % {"key": key},
                        code="idempotency_key_reused", details={"entry_id": entry.pk})
@@ -588,7 +609,9 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
              source_interaction_id: int | None, requested: dt.datetime | None, earned_at: dt.datetime | None,
              tz: dt.tzinfo) -> PointEntry | None:
     """An earn as one statement; ``None`` (and nothing written) when the member has no balance row
-    yet or something is due on it — the general path handles those."""
+    yet or something is due on it — the general path handles those. Outside a transaction and with
+    no ``POINTS_CHANGED`` handler the statement commits by itself (one round trip); otherwise it runs
+    in a transaction (a savepoint inside an outer one) together with the handlers."""
     stamp = clock.now()
     now = requested or stamp
     basis = min(earned_at or now, now)
@@ -623,15 +646,20 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
     params = {"ws": workspace.pk, "pt": pt.pk, "member": mid, "points": points, "reason": reason, "actor": actor,
               "source": source_interaction_id, "key": key, "now": now, "stamp": stamp, "basis": basis,
               "available_at": available_at, "expires": expires}
-    with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(), connection.cursor() as cur:
-        cur.execute(sql, params)
-        row = cur.fetchone()
-    if row is None:
-        return None
-    entry = PointEntry(id=row[0], workspace_id=workspace.pk, member_id=mid, point_type_id=pt.pk, kind=EntryKind.EARN,
-                       amount=points, shortfall=0, reason=reason, actor=actor, source_interaction_id=source_interaction_id,
-                       idempotency_key=key, related_id=None, at=row[1], created_at=stamp)
-    entry._state.adding, entry._state.db = False, connection.alias
+    subscribed = _subscribed()
+    with transaction.atomic() if connection.in_atomic_block or subscribed else contextlib.nullcontext():
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+        if row is None:
+            return None
+        entry = PointEntry(id=row[0], workspace_id=workspace.pk, member_id=mid, point_type_id=pt.pk,
+                           kind=EntryKind.EARN, amount=points, shortfall=0, reason=reason, actor=actor,
+                           source_interaction_id=source_interaction_id, idempotency_key=key, related_id=None,
+                           at=row[1], created_at=stamp)
+        entry._state.adding, entry._state.db = False, connection.alias
+        if subscribed:
+            _announce(workspace, pt.code, entry)
     return entry
 
 
@@ -726,6 +754,7 @@ def earn(workspace: Workspace, member: Member | int, point_type: PointType | str
                                now=now, source_interaction_id=source_interaction_id)
             _credit(b, workspace, bal, entry, [_LotSpec(points, basis, periods.available_at(pt, basis),
                                                         periods.expires_at(pt, basis, tz))], now, lifetime=points)
+        _announce(workspace, pt.code, entry)
         return entry
 
     if _fused():
@@ -803,8 +832,10 @@ def spend(workspace: Workspace, member: Member | int, point_type: PointType | st
             plan = None
         elif _take(rows, points, plan) or any(lot.expires_at is not None and lot.expires_at <= now for lot, _ in plan):
             plan = None  # more lots than one read brings, or one expired in between: read them again
-        entry, _plan = _debit(workspace, pt, bal, EntryKind.SPEND, points, now, reason=reason, actor=actor, key=key,
+        entry, drawn = _debit(workspace, pt, bal, EntryKind.SPEND, points, now, reason=reason, actor=actor, key=key,
                               check=check, plan=plan, source_interaction_id=source_interaction_id)
+        if drawn:
+            _announce(workspace, pt.code, entry)
         return entry
 
     return _idempotent(check, body)
@@ -847,10 +878,11 @@ def reverse(workspace: Workspace, *, entry_id: int | None = None, point_type: Po
     reason = _clean_reason(reason)
     actor = _clean_actor(actor)
     requested = _aware(now)
-    mid = earned.member_id
+    # After a member merge the award's points live on the surviving member: the reversal is theirs.
+    mid = _holder(workspace, earned.member_id)
 
     def check() -> PointEntry | None:
-        return _replayed(workspace, pt, key, kind=EntryKind.REVERSE, member_id=mid, related_id=earned.pk)
+        return _replayed(workspace, pt, key, kind=EntryKind.REVERSE, member_id=None, related_id=earned.pk)
 
     def body() -> PointEntry:
         bal = _lock_balances(workspace, pt, [mid])[mid]
@@ -878,12 +910,26 @@ def reverse(workspace: Workspace, *, entry_id: int | None = None, point_type: Po
         if rest > 0:
             plan += _plan_draw(bal, rest, now, exclude_lot=lot.id)
         taken = sum(take for _lot, take in plan)
-        return _write_debit(workspace, bal, now, kind=EntryKind.REVERSE, amount=-taken, plan=plan,
-                            available=-(taken - from_pending), pending=-from_pending, lifetime=-want, reason=reason,
-                            actor=actor, key=key, source_interaction_id=source_interaction_id, related_id=earned.pk,
-                            shortfall=want - taken)
+        entry = _write_debit(workspace, bal, now, kind=EntryKind.REVERSE, amount=-taken, plan=plan,
+                             available=-(taken - from_pending), pending=-from_pending, lifetime=-want, reason=reason,
+                             actor=actor, key=key, source_interaction_id=source_interaction_id, related_id=earned.pk,
+                             shortfall=want - taken)
+        _announce(workspace, pt.code, entry)
+        return entry
 
     return _idempotent(check, body)
+
+
+def _holder(workspace: Workspace, member_id: int) -> int:
+    """The member who holds the points of ``member_id`` now: itself, or the member it was merged into
+    (following merges of merges)."""
+    mid = member_id
+    for _step in range(32):
+        row = scoped(Member, workspace).filter(pk=mid).values_list("status", "merged_into_id").first()
+        if row is None or row[0] != MemberStatus.MERGED or row[1] is None:
+            return mid
+        mid = row[1]
+    return mid
 
 
 def transfer(workspace: Workspace, point_type: PointType | str | int, from_member: Member | int, to_member: Member | int,
@@ -924,6 +970,7 @@ def transfer(workspace: Workspace, point_type: PointType | str | int, from_membe
         with _batch() as b:
             _credit(b, workspace, bals[dst], incoming,
                     [_LotSpec(take, lot.earned_at, now, lot.expires_at) for lot, take in plan], now)
+        _announce(workspace, pt.code, out, incoming)
         return out
 
     return _idempotent(check, body)
@@ -962,9 +1009,104 @@ def adjust(workspace: Workspace, member: Member | int, point_type: PointType | s
                 return entry
         audit.record(workspace, actor, "points.adjust", entry,
                      {"member": mid, "point_type": pt.code, "amount": points, "reason": reason})
+        _announce(workspace, pt.code, entry)
         return entry
 
     return _idempotent(check, body)
+
+
+# ---------------------------------------------------------------------------------------------
+# member merges (members.services.MERGE_HANDLERS / UNMERGE_HANDLERS)
+
+
+def _move_points(workspace: Workspace, pt: PointType, *, record_id: int, direction: str, src: int, dst: int,
+                 lots_of: Callable[[PointBalance], list[PointLot]], lifetime_of: Callable[[PointBalance], int],
+                 actor: str) -> PointMerge | None:
+    """Move ``lots_of(source balance)`` — what is left in them, available and pending alike — from
+    ``src`` to ``dst`` as a ``merge_out`` entry (drawing the lots to zero) and a ``merge_in`` entry
+    (one lot per lot drawn, with the same earning, availability and expiry dates), plus
+    ``lifetime_of(source balance)`` of lifetime earned. Idempotent by the ``PointMerge`` row."""
+    if PointMerge.objects.filter(workspace=workspace, merge_record_id=record_id, point_type=pt,
+                                 direction=direction).exists():
+        return None
+    bals = _lock_balances(workspace, pt, [src, dst])
+    now = _ledger_time(None, *bals.values())
+    _settle(workspace, bals[src], now)
+    _settle(workspace, bals[dst], now)
+    source, target = bals[src], bals[dst]
+    lots = [lot for lot in lots_of(source) if lot.remaining > 0]
+    lifetime = min(max(0, lifetime_of(source)), source.lifetime_earned)
+    available = sum(lot.remaining for lot in lots if lot.released)
+    pending = sum(lot.remaining for lot in lots if not lot.released)
+    out = incoming = None
+    reason = f"{direction} #{record_id}"
+    if lots:
+        plan = [(_Lot(lot.pk, lot.remaining, lot.released, lot.earned_at, lot.expires_at), lot.remaining)
+                for lot in lots]
+        out = _write_debit(workspace, source, now, kind=EntryKind.MERGE_OUT, amount=-(available + pending), plan=plan,
+                           available=-available, pending=-pending, lifetime=-lifetime, reason=reason, actor=actor,
+                           key=f"{direction}:{record_id}")
+        with _batch() as b:
+            incoming = _new_entry(b, workspace, pt.pk, dst, EntryKind.MERGE_IN, available + pending, reason=reason,
+                                  actor=actor, key=None, now=now, related_id=out.pk)
+        with _batch() as b:
+            _credit(b, workspace, target, incoming,
+                    [_LotSpec(lot.remaining, lot.earned_at, lot.available_at, lot.expires_at) for lot in lots], now,
+                    lifetime=lifetime)
+    elif lifetime:
+        with _batch() as b:
+            _change_balance(b, source, now, lifetime=-lifetime)
+            _change_balance(b, target, now, lifetime=lifetime)
+    move = PointMerge.objects.create(workspace=workspace, merge_record_id=record_id, direction=direction,
+                                     point_type=pt, from_member_id=src, to_member_id=dst, out_entry=out,
+                                     in_entry=incoming, lifetime=lifetime, at=now)
+    if out is not None and incoming is not None:
+        _announce(workspace, pt.code, out, incoming)
+    return move
+
+
+@transaction.atomic
+def merge_points(workspace: Workspace, record: Any, *, actor: str, at: dt.datetime | None = None) -> list[PointMerge]:
+    """A member merge (``record``: a ``members.MergeRecord``) combines the two members' points: in
+    every point type, what the absorbed member holds — available and pending lots, with their dates
+    — and its lifetime earned move to the survivor by a ``merge_out`` / ``merge_in`` pair of entries
+    (ADR 0006). Runs inside the merge's transaction; a second call for the same record moves
+    nothing."""
+    src, dst = int(record.absorbed_id), int(record.survivor_id)
+    holding = set(PointBalance.objects.filter(workspace=workspace, member_id=src)
+                  .filter(Q(available__gt=0) | Q(pending__gt=0) | Q(lifetime_earned__gt=0))
+                  .values_list("point_type_id", flat=True))
+    moves = []
+    for pt in scoped(PointType, workspace).filter(pk__in=holding).order_by("pk"):
+        move = _move_points(
+            workspace, pt, record_id=int(record.pk), direction=MergeDirection.MERGE, src=src, dst=dst,
+            lots_of=lambda bal: list(PointLot.objects.filter(member_id=bal.member_id, point_type_id=bal.point_type_id,
+                                                             remaining__gt=0).order_by("pk")),
+            lifetime_of=lambda bal: bal.lifetime_earned, actor=_clean_actor(actor))
+        if move is not None:
+            moves.append(move)
+    return moves
+
+
+@transaction.atomic
+def unmerge_points(workspace: Workspace, record: Any, *, actor: str) -> list[PointMerge]:
+    """Undo what ``merge_points`` did for ``record``: the restored member gets back what is still left
+    of the lots the merge gave the survivor (same dates), and the lifetime earned that moved (at most
+    the survivor's). Points of those lots that the survivor spent, or that expired, meanwhile stay
+    spent or expired — the survivor's entries say so."""
+    moves = []
+    for merged in (PointMerge.objects.filter(workspace=workspace, merge_record_id=record.pk,
+                                             direction=MergeDirection.MERGE).select_related("point_type").order_by("pk")):
+        in_entry = merged.in_entry_id
+        move = _move_points(
+            workspace, merged.point_type, record_id=int(record.pk), direction=MergeDirection.UNMERGE,
+            src=merged.to_member_id, dst=merged.from_member_id,
+            lots_of=lambda bal, in_entry=in_entry: (
+                list(PointLot.objects.filter(entry_id=in_entry, remaining__gt=0).order_by("pk")) if in_entry else []),
+            lifetime_of=lambda bal, n=merged.lifetime: n, actor=_clean_actor(actor))
+        if move is not None:
+            moves.append(move)
+    return moves
 
 
 @dataclass
@@ -1107,6 +1249,7 @@ def _award(workspace: Workspace, rows: Sequence[Any], rules: Sequence[EarnRule])
         now = _ledger_time(None, *bals.values())
         for bal in bals.values():
             _settle(workspace, bal, now)
+        created: list[PointEntry] = []
         with _batch() as b:
             for a in by_type[type_id]:
                 bal = bals[a.row.member_id]
@@ -1116,6 +1259,8 @@ def _award(workspace: Workspace, rows: Sequence[Any], rules: Sequence[EarnRule])
                                    key=f"interaction:{a.row.pk}:rule:{a.rule.pk}", now=now, source_interaction_id=a.row.pk)
                 _credit(b, workspace, bal, entry, [_LotSpec(a.points, basis, periods.available_at(pt, basis),
                                                             periods.expires_at(pt, basis, tz))], now, lifetime=a.points)
+                created.append(entry)
+        _announce(workspace, pt.code, *created)
 
 
 def _reverse_refund(workspace: Workspace, refund: Any) -> None:
@@ -1367,7 +1512,8 @@ class VerifyReport:
                 "lots": self.lots, "discrepancies": [d.as_dict() for d in self.discrepancies]}
 
 
-_DEBITS = (EntryKind.SPEND, EntryKind.EXPIRE, EntryKind.REVERSE, EntryKind.TRANSFER_OUT, EntryKind.ADJUST)
+_DEBITS = (EntryKind.SPEND, EntryKind.EXPIRE, EntryKind.REVERSE, EntryKind.TRANSFER_OUT, EntryKind.MERGE_OUT,
+           EntryKind.ADJUST)
 
 
 def verify(workspace: Workspace) -> VerifyReport:
@@ -1377,7 +1523,8 @@ def verify(workspace: Workspace) -> VerifyReport:
     * ``available_lots`` / ``pending_lots`` — available equals what is left in its released lots,
       pending what is left in its pending ones;
     * ``negative`` — nothing is below zero;
-    * ``lifetime`` — lifetime earned equals the awards minus what reversals claimed;
+    * ``lifetime`` — lifetime earned equals the awards minus what reversals claimed, plus what
+      member merges moved in and minus what they moved out;
     * ``orphan`` — no entry or lot without its balance;
     * ``draws`` — every debit drew exactly its amount from lots; ``lot_draws`` — every lot's
       remaining equals its amount minus its draws;
@@ -1401,6 +1548,10 @@ def verify(workspace: Workspace) -> VerifyReport:
             earned[key] += total
         elif kind == EntryKind.REVERSE:
             earned[key] -= -total + short
+    for tid, src, dst, moved in (PointMerge.objects.filter(workspace=workspace)
+                                 .values_list("point_type_id", "from_member_id", "to_member_id", "lifetime")):
+        earned[(src, tid)] -= moved
+        earned[(dst, tid)] += moved
     report.entries = PointEntry.objects.filter(workspace=workspace).count()
     lot_sums: dict[tuple[int, int, bool], int] = defaultdict(int)
     for mid, tid, released, remaining in (PointLot.objects.filter(workspace=workspace, remaining__gt=0)
@@ -1434,7 +1585,7 @@ def verify(workspace: Workspace) -> VerifyReport:
     drawn = {pk: n for pk, n in PointLotDraw.objects.filter(workspace=workspace).values_list("entry_id")
              .annotate(n=Sum("amount")).order_by()}
     for pk, mid, tid, amount in (PointEntry.objects.filter(workspace=workspace, kind__in=_DEBITS)
-                                 .filter(Q(kind__in=_DEBITS[:-1]) | Q(amount__lt=0))
+                                 .filter(~Q(kind=EntryKind.ADJUST) | Q(amount__lt=0))
                                  .values_list("pk", "member_id", "point_type_id", "amount")):
         if drawn.get(pk, 0) != -amount:
             add("draws", mid, tid, -amount, drawn.get(pk, 0), ref=pk)

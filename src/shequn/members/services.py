@@ -170,6 +170,14 @@ def find_member(workspace: Workspace, ident: IdentityRef | Mapping[str, str]) ->
     return row.member if row else None
 
 
+def find_member_id(workspace: Workspace, ident: IdentityRef | Mapping[str, str]) -> int | None:
+    """The id of the member ``ident`` belongs to, or None: :func:`find_member` without loading the
+    member (the fast reply path only needs the id)."""
+    [ref] = clean_identities(workspace, [ident])
+    return (scoped(Identity, workspace).filter(kind=ref.kind, namespace=ref.namespace, value=ref.value)
+            .values_list("member_id", flat=True).first())
+
+
 def upsert_member(
     workspace: Workspace,
     identities: Sequence[IdentityRef | Mapping[str, str]],
@@ -225,7 +233,8 @@ def _upsert_locked(workspace: Workspace, refs: list[IdentityRef], prof: dict[str
     members = list(scoped(Member, workspace).select_for_update().filter(pk__in=member_ids).order_by("pk"))
     survivor = members[0]
     merges = [merge_members(workspace, survivor, other, reason=reason, actor=actor, at=at) for other in members[1:]]
-    survivor.refresh_from_db()
+    if merges:  # the merges changed the survivor's row; otherwise it was just read under its lock
+        survivor.refresh_from_db()
     known = {(k, ns, v) for k, ns, v, _ in existing}
     new = [r for r in refs if (r.kind, r.namespace, r.value) not in known]
     changed = bool(merges) or bool(new)
@@ -296,6 +305,13 @@ def add_identity(workspace: Workspace, member_id: int, ident: IdentityRef | Mapp
 # ---------------------------------------------------------------------------------------------
 # merge / unmerge
 
+# Other domains that keep per-member state of their own (loyalty's points) register a function here
+# from their AppConfig.ready(). Each is called inside the merge's (or unmerge's) transaction, after
+# the MergeRecord is written, as ``handler(workspace, record, actor=actor)``; a failure rolls the
+# whole merge back.
+MERGE_HANDLERS: list[Any] = []
+UNMERGE_HANDLERS: list[Any] = []
+
 
 def merge_members(workspace: Workspace, survivor: Member | int, absorbed: Member | int, *, reason: str, actor: str,
                   at: dt.datetime | None = None) -> MergeRecord:
@@ -355,6 +371,8 @@ def merge_members(workspace: Workspace, survivor: Member | int, absorbed: Member
             moved_member_ids=moved_members, moved_identity_ids=identity_ids, added_tag_ids=add_tags,
             added_keyword_ids=add_kw, filled_fields=filled,
         )
+        for handler in list(MERGE_HANDLERS):
+            handler(workspace, record, actor=actor)
         audit.record(workspace, actor, "member.merge", s, {"absorbed": a.pk, "merge_record": record.pk, "reason": reason})
         return record
 
@@ -401,6 +419,8 @@ def unmerge(workspace: Workspace, record_id: int, *, actor: str) -> MergeRecord:
     interactions.repoint_origin(workspace, origin_member_ids=record.moved_member_ids, from_member_id=s.pk,
                                 to_member_id=a.pk)
     lifecycle.after_unmerge(workspace, survivor_id=s.pk, restored_id=a.pk, actor=actor)
+    for handler in list(UNMERGE_HANDLERS):
+        handler(workspace, record, actor=actor)
 
     record.undone_at = now()
     record.undone_by = actor
