@@ -30,7 +30,8 @@ DEMO_SLUG = "demo"
 ERRORS_SHOWN = 20
 PASSTHROUGH = {"worker": "shequn_worker", "migrate": "migrate"}
 # Two-word commands whose work lives in a domain's management command.
-PASSTHROUGH_PAIRS = {("loyalty", "verify"): "shequn_loyalty_verify", ("wechat", "connect"): "shequn_wechat_connect"}
+PASSTHROUGH_PAIRS = {("loyalty", "verify"): "shequn_loyalty_verify", ("wallet", "verify"): "shequn_wallet_verify",
+                     ("wechat", "connect"): "shequn_wechat_connect"}
 LANGUAGE_ENV = "SHEQUN_LANGUAGE"
 
 
@@ -181,9 +182,19 @@ def cmd_demo(ns: argparse.Namespace) -> int:
             for bar in bars.values():
                 bar.close()
     call_command("collectstatic", interactive=False, verbosity=0)
+    demo_ws = Workspace.objects.get(slug=DEMO_SLUG)
+    portal_phone = demo.portal_member_phone(demo_ws)
     connections.close_all()
 
     env = _server_env(ns.host)
+    fake_wechat = None
+    if not os.environ.get("SHEQUN_WECHAT_API_BASE"):
+        # The demo's Official Account has placeholder credentials: its outbound messages (inbox replies,
+        # sign-in codes, notices) go to a local stand-in of WeChat's API, never to the internet.
+        from shequn.outbound.fake_wechat import FakeWeChatServer
+
+        fake_wechat = FakeWeChatServer().start()
+        env["SHEQUN_WECHAT_API_BASE"] = fake_wechat.base_url
     worker = subprocess.Popen([sys.executable, "-m", "shequn.cli", "worker"], env=env)  # noqa: S603
     server = subprocess.Popen(_gunicorn_argv(ns.host, ns.port, 2, 4, "--no-control-socket"), env=env)  # noqa: S603
     base = f"http://{_display_host(ns.host)}:{ns.port}"
@@ -192,8 +203,12 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         _("Shequn demo is running."),
         "  " + _("Console: %(url)s") % {"url": f"{base}/w/{DEMO_SLUG}/"},
         "  " + _("API docs: %(url)s") % {"url": f"{base}/api/docs"},
+        "  " + _("Member portal: %(url)s (sign in as %(phone)s; the one-time code is in the console's Outbox)")
+        % {"url": f"{base}/m/{DEMO_SLUG}/", "phone": portal_phone or "-"},
         "  " + _("Username: %(name)s") % {"name": demo.DEMO_USERNAME},
         "  " + _("Password: %(password)s") % {"password": demo.DEMO_PASSWORD},
+        *(["  " + _("WeChat API: a local stand-in at %(url)s (demo only)") % {"url": fake_wechat.base_url}]
+          if fake_wechat is not None else []),
         _("Press Ctrl-C to stop the server and the worker."),
         "",
     ]
@@ -211,6 +226,8 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     finally:
         _stop([server, worker])
         signal.signal(signal.SIGTERM, previous)
+        if fake_wechat is not None:
+            fake_wechat.stop()
     failed = [p.returncode for p in (server, worker) if p.returncode not in (0, -signal.SIGTERM, -signal.SIGINT)]
     return 1 if failed else 0
 
@@ -486,7 +503,8 @@ def bench_root() -> Path | None:
 
 
 def available_benchmarks(root: Path) -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules([str(root / "bench")]) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules([str(root / "bench")])
+                  if not m.name.startswith("_") and m.name != "chart")
 
 
 def cmd_bench(ns: argparse.Namespace, extra: list[str]) -> int:
@@ -587,6 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_apikey)
 
     p = sub.add_parser("loyalty", help="`shequn loyalty verify --workspace SLUG`: prove every points balance")
+    p.add_argument("action", choices=["verify"])
+    p = sub.add_parser("wallet", help="`shequn wallet verify --workspace SLUG`: prove every stored-value balance")
     p.add_argument("action", choices=["verify"])
     p = sub.add_parser("wechat", help="`shequn wechat connect --workspace SLUG --app-id … --token …`: connect an "
                                       "Official Account and print its server URL")

@@ -945,4 +945,62 @@ def build_demo(slug: str = "demo", name: str = "茶语 · 鲜果茶", members: i
         builder.create_members(workspace, progress)
         events = builder.calibrated_events()
         _ingest(workspace, builder, events, progress)
+        _seed_features(workspace, seed, moment, progress)
     return workspace
+
+
+def _feature_seeders() -> list[tuple[str, Callable[[Workspace, random.Random, dt.datetime], None]]]:
+    """Each domain's demo data, in dependency order: the Official Account and its channel codes, the
+    bot, stored value, stores and offers, tiers and tasks (an upgrade grants coupons), offer statistics, the
+    outbox, the inbox."""
+    from shequn.channels import demo as channels
+    from shequn.conversations import demo as conversations
+    from shequn.engagement import demo as engagement
+    from shequn.inbox import demo as inbox
+    from shequn.offers import demo as offers
+    from shequn.outbound import demo as outbound
+    from shequn.recommend import demo as recommend
+    from shequn.wallet import demo as wallet
+
+    return [("channels", channels.seed_demo), ("conversations", conversations.seed_demo),
+            ("wallet", wallet.seed_demo), ("offers", offers.seed_demo), ("engagement", engagement.seed_demo),
+            ("recommend", recommend.seed_demo), ("outbound", outbound.seed_demo), ("inbox", inbox.seed_demo)]
+
+
+def _seed_points(workspace: Workspace, moment: dt.datetime) -> None:
+    """The points programme: from now on every purchase earns 1 积分 per ¥ (1 成长值 per ¥ comes with the
+    tiers, see engagement's demo), and the purchases already in the demo are credited once per member
+    through the ledger, dated at the member's last purchase."""
+    from django.db.models import Max, Sum
+
+    from shequn.interactions.models import Interaction
+    from shequn.loyalty import services as loyalty
+
+    for code in ("points", "growth"):
+        loyalty.save_earn_rule(workspace, {"name": "消费积分" if code == "points" else "消费成长值",
+                                           "point_type": code, "interaction_type": "purchase", "direction": "in",
+                                           "points_per_yuan": "1"}, actor=ACTOR)
+    purchases = (Interaction.objects.filter(workspace=workspace, type="purchase", direction="in", amount__gt=0)
+                 .values_list("member_id").annotate(total=Sum("amount"), last=Max("occurred_at")).order_by("member_id"))
+    for member_id, total, last in purchases:
+        if int(total) > 0:
+            loyalty.earn(workspace, member_id, "points", int(total), reason="历史消费积分", actor=ACTOR,
+                         idempotency_key=f"demo:points:{member_id}", now=min(last, moment))
+
+
+def _seed_features(workspace: Workspace, seed: int, moment: dt.datetime, progress: ProgressFn | None) -> None:
+    _seed_points(workspace, moment)
+    seeders = _feature_seeders()
+    for done, (name, seeder) in enumerate(seeders, start=1):
+        seeder(workspace, random.Random(f"{seed}:{name}"), moment)
+        if progress is not None:
+            progress(done, len(seeders), "features")
+
+
+def portal_member_phone(workspace: Workspace) -> str | None:
+    """A demo member to sign in to the member portal as: the most frequent buyer with a phone number."""
+    from shequn.members.models import Identity, IdentityKind
+
+    row = (Identity.objects.filter(workspace=workspace, kind=IdentityKind.PHONE, member__status="active")
+           .order_by("-member__purchase_count", "member_id").values_list("value", flat=True).first())
+    return row

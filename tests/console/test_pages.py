@@ -22,8 +22,8 @@ RULES = "/w/tea/lifecycle/rules/"
 # dashboard and funnel
 
 
-def test_dashboard_numbers(clerk, data, ws):
-    response = clerk.get("/w/tea/")
+def test_dashboard_numbers(agent, data, ws):
+    response = agent.get("/w/tea/")
     assert response.status_code == 200
     page = response.content.decode()
     assert re.search(r'id="members-total">3<', page)
@@ -31,12 +31,19 @@ def test_dashboard_numbers(clerk, data, ws):
     assert 'data-figure="funnel-figure"' in page and 'id="funnel-figure"' in page
     assert "/static/vendor/plotly.min.js" in page
     assert "最近的阶段变化" in page and "赵云" in page
-    # a clerk sees member names but no links to member pages
-    assert f'href="/w/tea/members/{data.zhao.pk}/"' not in page
+    assert f'href="/w/tea/members/{data.zhao.pk}/"' in page  # an agent may open member pages
 
 
-def test_funnel_page(clerk, data):
-    response = clerk.get("/w/tea/funnel/")
+def test_clerk_sees_only_the_counter(clerk, data):
+    assert clerk.get("/w/tea/").status_code == 403
+    response = clerk.get("/", follow=True)
+    assert response.redirect_chain[-1][0] == "/w/tea/counter/"
+    nav = response.content.decode().split('class="sidenav"')[1].split("</nav>")[0]
+    assert "/w/tea/counter/" in nav and "/w/tea/members/" not in nav and "/funnel/" not in nav
+
+
+def test_funnel_page(agent, data):
+    response = agent.get("/w/tea/funnel/")
     assert response.status_code == 200
     figure = json.loads(re.search(r'<script id="funnel-figure" type="application/json">(.*?)</script>',
                                   response.content.decode(), re.S).group(1))

@@ -16,7 +16,7 @@ from shequn.lifecycle import queries as lifecycle_queries
 RECENT_DAYS = 30
 
 
-@console_view(read=Role.CLERK)
+@console_view(read=Role.AGENT)
 def dashboard(request: HttpRequest) -> HttpResponse:
     ws = request.workspace  # type: ignore[attr-defined]
     funnel = lifecycle_queries.funnel(ws)
@@ -32,7 +32,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     })
 
 
-@console_view(read=Role.CLERK)
+@console_view(read=Role.AGENT)
 def funnel(request: HttpRequest) -> HttpResponse:
     ws = request.workspace  # type: ignore[attr-defined]
     rows = lifecycle_queries.funnel(ws)
