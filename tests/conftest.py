@@ -29,3 +29,6 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords and not pg:
             item.add_marker(skip_pg)
+
+
+from tests.browser import browser  # noqa: E402,F401 - the Chromium fixture for every browser test

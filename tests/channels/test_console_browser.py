@@ -9,7 +9,7 @@ import pytest
 
 from shequn.channels import code_services
 from tests.console.conftest import _fast_passwords, staff  # noqa: F401 - fixtures
-from tests.console.test_browser import browser, log_in, page, shot  # noqa: F401 - fixtures
+from tests.console.test_browser import log_in, page, shot  # noqa: F401 - fixtures
 
 from .helpers import WeChatServer, connect, event_xml
 from .test_codes import fake_qr, make_code

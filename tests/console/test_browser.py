@@ -3,43 +3,18 @@ test server. Screenshots go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shequn.members.models import ImportJob
+from tests.browser import TIMEOUT_MS, shot
 
 from .conftest import PASSWORD, build_data
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("SHEQUN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and SHEQUN_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls are still
-    # plain synchronous code.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 @pytest.fixture
@@ -58,10 +33,6 @@ def log_in(pg: Any, username: str = "owner-tea") -> None:
     pg.fill("#id_password", PASSWORD)
     pg.click("button[type=submit].primary")
     pg.wait_for_url(pg.base + "/w/tea/")
-
-
-def shot(pg: Any, name: str) -> None:
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_login_and_language_switch(page, ws, other_ws):

@@ -8,7 +8,7 @@ import pytest
 from shequn.engagement import services as eng
 from shequn.loyalty import services as loyalty
 from tests.console.conftest import staff  # noqa: F401 - fixture
-from tests.console.test_browser import browser, log_in, page, shot  # noqa: F401 - fixtures
+from tests.console.test_browser import log_in, page, shot  # noqa: F401 - fixtures
 
 from .conftest import make_member
 

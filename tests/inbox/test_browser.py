@@ -5,42 +5,19 @@ it, the other sees it claimed. Screenshots go to test-artifacts/screenshots/."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shequn.inbox import services
 from shequn.inbox.models import Conversation
+from tests.browser import TIMEOUT_MS, shot
 
 from .conftest import PASSWORD, inbound
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("SHEQUN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and SHEQUN_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def _page(browser: Any, live_server: Any, username: str) -> Any:
@@ -63,10 +40,6 @@ def two_agents(browser, live_server, ws, agents) -> Iterator[tuple[Any, Any]]:
     yield a, b
     a.context.close()
     b.context.close()
-
-
-def shot(pg: Any, name: str) -> None:
-    pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_two_agents_see_a_message_arrive_and_one_claims_it(two_agents, ws, agents):

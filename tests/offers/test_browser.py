@@ -3,42 +3,19 @@ Playwright), against the live test server. Screenshots go to test-artifacts/scre
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from shequn.offers import services as offers
 from shequn.offers.models import Redemption
+from tests.browser import TIMEOUT_MS
+from tests.browser import shot as browser_shot
 
 from .conftest import PASSWORD, build_shop, give, make_offer
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
-SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("SHEQUN_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and SHEQUN_REQUIRE_BROWSER=1")
-        pytest.skip(f"{CHROMIUM} is not installed")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def new_page(browser: Any, live_server: Any, locale: str = "en-US") -> Any:
@@ -58,7 +35,7 @@ def log_in(pg: Any, username: str, landing: str) -> None:
 
 
 def shot(pg: Any, name: str) -> None:
-    pg.screenshot(path=str(SHOTS / f"offers-{name}.png"), full_page=True)
+    browser_shot(pg, f"offers-{name}")
 
 
 @pytest.fixture(autouse=True)
