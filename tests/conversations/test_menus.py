@@ -207,7 +207,7 @@ def test_reply_hooks_come_first_and_get_the_member(ws, menu, monkeypatch):
     calls = []
 
     def hook(workspace, mid, text, at):
-        calls.append((mid, text))
+        calls.append((mid(), text))  # the member id is asked for, so it is looked up
         return services.Answer(content="谢谢您的评分") if text == "5" else None
 
     monkeypatch.setattr(services, "REPLY_HOOKS", [hook])

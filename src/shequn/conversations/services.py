@@ -463,10 +463,12 @@ class Answer:
     node_id: int | None = None
 
 
-ReplyHook = Callable[[Workspace, int | None, str, dt.datetime], Answer | None]
+MemberId = Callable[[], int | None]
+ReplyHook = Callable[[Workspace, MemberId, str, dt.datetime], Answer | None]
 
 REPLY_HOOKS: list[ReplyHook] = []
-"""Functions consulted first, with (workspace, member id or None, normalised text, time sent); the
+"""Functions consulted first, with (workspace, a function giving the member id or None, normalised text,
+time sent) — the member is looked up only if a hook calls that function; the
 first that returns an :class:`Answer` answers. They run on the fast reply path inside the recording
 transaction: read-only and quick (e.g. the inbox's CSAT answers). Register from ``AppConfig.ready()``."""
 
@@ -527,7 +529,7 @@ def answer(workspace: Workspace, text: str, *, channel: str, identity: Mapping[s
         return None
     member = _Member(workspace, identity, member_id)
     for hook in REPLY_HOOKS:
-        hooked = hook(workspace, member.id, s, at)
+        hooked = hook(workspace, lambda: member.id, s, at)
         if hooked is not None:
             return hooked
     bot = queries.bot(workspace)

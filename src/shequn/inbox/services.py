@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from django.db import transaction
@@ -293,13 +293,18 @@ def _record_csat_answers(workspace: Workspace, messages: list[Interaction]) -> s
     return used
 
 
-def csat_reply_hook(workspace: Workspace, member_id: int | None, text: str, at: dt.datetime) -> Any:
+def csat_reply_hook(workspace: Workspace, member_id: int | Callable[[], int | None] | None, text: str,
+                    at: dt.datetime) -> Any:
     """A REPLY_HOOKS answer: the thank-you text when ``text`` answers the member's pending survey.
-    Reads one indexed row; writes nothing (the answer is recorded by :func:`on_interactions`)."""
-    if member_id is None:
-        return None
+    ``member_id`` may be a function giving it (as the bot passes it): the member is looked up only
+    for a text that is a score. Reads one indexed row; writes nothing (the answer is recorded by
+    :func:`on_interactions`)."""
     score = parse_score(text)
     if score is None:
+        return None
+    if callable(member_id):
+        member_id = member_id()
+    if member_id is None:
         return None
     survey = (scoped(CsatSurvey, workspace).filter(member_id=member_id, score__isnull=True)
               .order_by("-asked_at", "-pk").values_list("asked_at", "expires_at").first())
