@@ -1042,7 +1042,7 @@ def _target_members(workspace: Workspace, target: Mapping[str, Any]) -> Any:
 def clean_target(workspace: Workspace, raw: Any) -> dict[str, Any]:
     """``{"filter": {…member filters…}}`` (a segment), ``{"member_ids": [...]}`` or ``{"phones": [...]}``
     (phones are resolved to members now; unknown phones are reported in ``unknown_phones``)."""
-    from shequn.members import services as members
+    from shequn.members import queries as member_queries
 
     if not isinstance(raw, Mapping) or len(raw) != 1 or next(iter(raw)) not in ("filter", "member_ids", "phones"):
         raise _field_error("target", _("the target is one of: filter (a segment), member_ids or phones"))
@@ -1062,18 +1062,8 @@ def clean_target(workspace: Workspace, raw: Any) -> dict[str, Any]:
         except (TypeError, ValueError):
             raise _field_error("target", _("member ids must be whole numbers")) from None
         return {"member_ids": ids}
-    ids_set: set[int] = set()
-    unknown: list[str] = []
-    for phone in values:
-        try:
-            member = members.find_member(workspace, {"kind": "phone", "value": str(phone)})
-        except ShequnError:
-            member = None
-        if member is None:
-            unknown.append(str(phone)[:32])
-        else:
-            ids_set.add(member.pk)
-    return {"member_ids": sorted(ids_set), "unknown_phones": unknown[:100]}
+    ids, unknown = member_queries.member_ids_by_phone(workspace, [str(v) for v in values])
+    return {"member_ids": sorted(ids), "unknown_phones": [p[:32] for p in unknown[:100]]}
 
 
 def _outbound() -> Any:

@@ -35,6 +35,34 @@ class MemberFilter:
     include_merged: bool = False
 
 
+def member_ids_by_phone(workspace: Workspace, phones: Iterable[str]) -> tuple[list[int], list[str]]:
+    """The members with these phone numbers (normalised as identities are), first-seen order without
+    repeats, and the numbers that are not valid or belong to nobody — one query per 500 numbers."""
+    wanted: dict[str, str] = {}  # E.164 -> the text given
+    unknown: list[str] = []
+    for raw in phones:
+        text = str(raw).strip()
+        if not text:
+            continue
+        try:
+            wanted.setdefault(normalize_phone(text, workspace.default_country), text)
+        except ValidationError:
+            unknown.append(text)
+    owner: dict[str, int] = {}
+    values = list(wanted)
+    for start in range(0, len(values), 500):
+        owner.update(scoped(Identity, workspace).filter(kind="phone", namespace="", value__in=values[start:start + 500])
+                     .values_list("value", "member_id"))
+    ids: list[int] = []
+    for value, text in wanted.items():
+        member_id = owner.get(value)
+        if member_id is None:
+            unknown.append(text)
+        elif member_id not in ids:
+            ids.append(member_id)
+    return ids, unknown
+
+
 def filter_members(workspace: Workspace, f: MemberFilter) -> QuerySet[Member]:
     """Every filter is an indexed equality on the member row or an EXISTS on an indexed link table,
     so the list stays fast at millions of members (bench/members_list.py)."""

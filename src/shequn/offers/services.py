@@ -503,23 +503,9 @@ def issue_to_members(workspace: Workspace, offer_id: int, member_ids: Iterable[A
 
 def members_by_phone(workspace: Workspace, phones: Iterable[str]) -> tuple[list[int], list[str]]:
     """Member ids for phone numbers (normalised as identities are), and the phones nobody has."""
-    from shequn.members import services as members
+    from shequn.members import queries as member_queries
 
-    ids: list[int] = []
-    unknown: list[str] = []
-    for phone in phones:
-        text = phone.strip()
-        if not text:
-            continue
-        try:
-            member = members.find_member(workspace, {"kind": "phone", "value": text})
-        except ValidationError:
-            member = None
-        if member is None:
-            unknown.append(text)
-        elif member.pk not in ids:
-            ids.append(member.pk)
-    return ids, unknown
+    return member_queries.member_ids_by_phone(workspace, phones)
 
 
 def buy_with_points(workspace: Workspace, offer_id: int, member_id: int, *, key: str, actor: str,
