@@ -8,28 +8,20 @@ from decimal import Decimal
 from typing import Any
 
 from django.http import HttpRequest
-from django.utils.translation import gettext as _
 from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
-from shequn.core.errors import NotFound
 from shequn.core.models import Workspace
 from shequn.core.tenancy import get_scoped
 from shequn.engagement import queries
 from shequn.engagement import services as engagement
 from shequn.engagement.models import Badge, Task, Tier
-from shequn.members import queries as member_queries
 
 from .auth import EVERYONE, MANAGERS, READERS, allow, context
+from .members import member_id_or_404
 from .schemas import Input, with_errors
 
 router = Router(tags=["engagement"])
-
-
-def _member(workspace: Workspace, member_id: int) -> int:
-    if member_id not in member_queries.existing_ids(workspace, [member_id]):
-        raise NotFound(_("member %(id)s not found") % {"id": member_id})  # as for any missing id in a path
-    return member_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +416,7 @@ class SummaryOut(Schema):
 @allow(*EVERYONE)
 def member_engagement(request: HttpRequest, member_id: int) -> dict[str, Any]:
     ctx = context(request)
-    return queries.member_summary(ctx.workspace, _member(ctx.workspace, member_id))
+    return queries.member_summary(ctx.workspace, member_id_or_404(ctx.workspace, member_id))
 
 
 class CheckInOut(Schema):
@@ -447,7 +439,7 @@ def member_check_in(request: HttpRequest, member_id: int, channel: str = "api") 
     day answers 200 with the first check-in and changes nothing. ``?channel=`` says where the member
     checked in (portal, miniprogram, store …)."""
     ctx = context(request)
-    result = engagement.check_in(ctx.workspace, _member(ctx.workspace, member_id), channel=channel.strip()[:64] or "api",
+    result = engagement.check_in(ctx.workspace, member_id_or_404(ctx.workspace, member_id), channel=channel.strip()[:64] or "api",
                                  actor=ctx.actor)
     row = result.check_in
     return Status(201 if result.created else 200, {
@@ -464,7 +456,7 @@ class TierSetIn(Input):
 @allow(*MANAGERS)
 def set_member_tier(request: HttpRequest, member_id: int, body: TierSetIn) -> dict[str, Any]:
     ctx = context(request)
-    engagement.set_tier(ctx.workspace, _member(ctx.workspace, member_id), body.tier, actor=ctx.actor)
+    engagement.set_tier(ctx.workspace, member_id_or_404(ctx.workspace, member_id), body.tier, actor=ctx.actor)
     return queries.member_summary(ctx.workspace, member_id)
 
 
@@ -488,7 +480,7 @@ class TierChangeList(Schema):
 @allow(*READERS)
 def member_tier_changes(request: HttpRequest, member_id: int) -> dict[str, Any]:
     ctx = context(request)
-    return {"items": queries.tier_history(ctx.workspace, _member(ctx.workspace, member_id))}
+    return {"items": queries.tier_history(ctx.workspace, member_id_or_404(ctx.workspace, member_id))}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,12 +24,12 @@ from shequn.loyalty import periods
 from shequn.loyalty import queries as loyalty_queries
 from shequn.loyalty import services as loyalty
 from shequn.loyalty.models import EarnRule, PointEntry
-from shequn.members import queries as member_queries
 from shequn.wallet import queries as wallet_queries
 from shequn.wallet import services as wallet
 from shequn.wallet.models import WalletEntry
 
 from .auth import EVERYONE, MANAGERS, READERS, allow, context
+from .members import member_id_or_404
 from .schemas import DEFAULT_PAGE, MAX_PAGE, Input, with_errors
 
 router = Router(tags=["loyalty"])
@@ -43,12 +43,6 @@ KEY_HEADER = "Idempotency-Key"
 
 def _key(value: str | None) -> str:
     return value or ""
-
-
-def _member(workspace: Workspace, member_id: int) -> int:
-    if not member_queries.existing_ids(workspace, [member_id]):
-        raise NotFound(_("member %(id)s not found") % {"id": member_id})  # as for any missing id in a path
-    return member_id
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +266,7 @@ def _written(workspace: Workspace, entry: PointEntry) -> dict[str, Any]:
 def member_points(request: HttpRequest, member_id: int) -> dict[str, Any]:
     """Every point type: available, pending, lifetime earned, and what expires in the next 30 days."""
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     now = clock.now()
     items = [{"point_type": b.point_type, "available": b.available, "pending": b.pending,
               "lifetime_earned": b.lifetime_earned,
@@ -294,7 +288,7 @@ def member_points_history(
 ) -> dict[str, Any]:
     """Newest first: every entry with its reason, actor, source interaction and the lots a debit drew."""
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     if point_type:
         loyalty.get_point_type(ctx.workspace, point_type)
     rows = loyalty_queries.history(ctx.workspace, member_id, point_type or None, before_id=after, limit=limit + 1)
@@ -342,7 +336,7 @@ class TransferIn(Input):
 def earn(request: HttpRequest, member_id: int, body: EarnIn,
          idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> dict[str, Any]:  # noqa: B008
     ctx = context(request)
-    entry = loyalty.earn(ctx.workspace, _member(ctx.workspace, member_id), body.point_type, body.amount,
+    entry = loyalty.earn(ctx.workspace, member_id_or_404(ctx.workspace, member_id), body.point_type, body.amount,
                          reason=body.reason, idempotency_key=_key(idempotency_key), actor=ctx.actor,
                          source_interaction_id=body.source_interaction_id)
     return _written(ctx.workspace, entry)
@@ -355,7 +349,7 @@ def spend(request: HttpRequest, member_id: int, body: SpendIn,
           idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> dict[str, Any]:  # noqa: B008
     """The soonest-expiring points go first; the answer lists the lots drawn."""
     ctx = context(request)
-    entry = loyalty.spend(ctx.workspace, _member(ctx.workspace, member_id), body.point_type, body.amount,
+    entry = loyalty.spend(ctx.workspace, member_id_or_404(ctx.workspace, member_id), body.point_type, body.amount,
                           reason=body.reason, idempotency_key=_key(idempotency_key), actor=ctx.actor)
     return _written(ctx.workspace, entry)
 
@@ -366,7 +360,7 @@ def spend(request: HttpRequest, member_id: int, body: SpendIn,
 def adjust(request: HttpRequest, member_id: int, body: AdjustIn,
            idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> dict[str, Any]:  # noqa: B008
     ctx = context(request)
-    entry = loyalty.adjust(ctx.workspace, _member(ctx.workspace, member_id), body.point_type, body.amount,
+    entry = loyalty.adjust(ctx.workspace, member_id_or_404(ctx.workspace, member_id), body.point_type, body.amount,
                            reason=body.reason, idempotency_key=_key(idempotency_key), actor=ctx.actor)
     return _written(ctx.workspace, entry)
 
@@ -378,7 +372,7 @@ def reverse(request: HttpRequest, member_id: int, body: ReverseIn,
             idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> dict[str, Any]:  # noqa: B008
     """By the reversal rule (ADR 0006); what cannot be taken is the entry's ``shortfall``."""
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     earned = loyalty_queries.history(ctx.workspace, member_id, limit=1, before_id=body.entry_id + 1)
     if not earned or earned[0].pk != body.entry_id:
         raise NotFound(_("entry %(id)s not found") % {"id": body.entry_id}, code="unknown_entry",
@@ -395,7 +389,7 @@ def transfer(request: HttpRequest, member_id: int, body: TransferIn,
              idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> dict[str, Any]:  # noqa: B008
     """Returns the giver's ``transfer_out`` entry."""
     ctx = context(request)
-    entry = loyalty.transfer(ctx.workspace, body.point_type, _member(ctx.workspace, member_id), body.to_member_id,
+    entry = loyalty.transfer(ctx.workspace, body.point_type, member_id_or_404(ctx.workspace, member_id), body.to_member_id,
                              body.amount, reason=body.reason, idempotency_key=_key(idempotency_key), actor=ctx.actor)
     return _written(ctx.workspace, entry)
 
@@ -500,7 +494,7 @@ def member_wallet(
     limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),  # noqa: B008
 ) -> dict[str, Any]:
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     rows = wallet_queries.history(ctx.workspace, member_id, before_id=after, limit=limit + 1)
     return {"member_id": member_id, "balance": wallet_queries.balance(ctx.workspace, member_id),
             "items": rows[:limit], "next": rows[limit - 1].pk if len(rows) > limit else None}
@@ -512,7 +506,7 @@ def member_wallet(
 def top_up(request: HttpRequest, member_id: int, body: MoneyIn,
            idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> WalletEntry:  # noqa: B008
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     return wallet.top_up(ctx.workspace, member_id, body.amount, idempotency_key=_key(idempotency_key),
                          actor=ctx.actor, reason=body.reason, store=body.store)
 
@@ -524,7 +518,7 @@ def pay(request: HttpRequest, member_id: int, body: MoneyIn,
         idempotency_key: str | None = Header(None, alias=KEY_HEADER)) -> WalletEntry:  # noqa: B008
     """``insufficient_funds`` (409) beyond the balance."""
     ctx = context(request)
-    _member(ctx.workspace, member_id)
+    member_id_or_404(ctx.workspace, member_id)
     return wallet.pay(ctx.workspace, member_id, body.amount, idempotency_key=_key(idempotency_key), actor=ctx.actor,
                       reason=body.reason, store=body.store)
 
