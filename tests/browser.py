@@ -41,3 +41,13 @@ def browser() -> Iterator[Any]:
 def shot(pg: Any, name: str) -> None:
     """A full-page screenshot ``test-artifacts/screenshots/<name>.png``."""
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def image_width(pg: Any, selector: str) -> int:
+    """The natural width of the first image matching ``selector`` once it has loaded (0 if it failed).
+
+    Reading ``naturalWidth`` straight after the element appears races the image's own request (and a
+    ``loading="lazy"`` image starts that request only after layout), so wait for ``complete`` first."""
+    pg.wait_for_function(
+        "sel => { const i = document.querySelector(sel); return !!i && i.complete; }", arg=selector)
+    return int(pg.evaluate("sel => document.querySelector(sel).naturalWidth", selector))

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from shequn.channels import code_services
+from tests.browser import image_width
 from tests.console.conftest import _fast_passwords, staff  # noqa: F401 - fixtures
 from tests.console.test_browser import log_in, page, shot  # noqa: F401 - fixtures
 
@@ -61,7 +62,7 @@ def test_codes_list_create_and_detail(page, ws, other_ws, monkeypatch):  # noqa:
     assert pg.locator("#code-scene").inner_text() == "clerk-wang"
     assert pg.locator(".msg.success").count() == 1
     # The QR image is loaded (an SVG served by the console).
-    assert pg.evaluate("document.getElementById('qr-image').naturalWidth") > 100
+    assert image_width(pg, "#qr-image") > 100
 
     # The detail page of the busy code: its stats and chart.
     pg.goto(pg.base + "/w/tea/channels/codes/")

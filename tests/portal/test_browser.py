@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.browser import image_width
 from tests.browser import shot as browser_shot
 
 from .conftest import PHONE, last_code
@@ -50,7 +51,7 @@ def test_member_signs_in_and_uses_the_portal_on_a_phone(phone, ws, portal_data):
     assert pg.evaluate("document.documentElement.scrollWidth") <= PHONE_VIEWPORT["width"]
     assert pg.locator(".member-card .name").inner_text() == "林小满"
     assert pg.locator("[data-point-type=points] b").inner_text() == "320"
-    assert pg.evaluate("document.querySelector('.member-card img.qr').naturalWidth") > 0
+    assert image_width(pg, ".member-card img.qr") > 0
     shot(pg, "03-card")
 
     pg.click("#check-in button.primary")
@@ -60,7 +61,7 @@ def test_member_signs_in_and_uses_the_portal_on_a_phone(phone, ws, portal_data):
 
     pg.click("nav.tabs >> text=券")
     pg.wait_for_selector(f"[data-coupon='{portal_data.coupon.code}']")
-    assert pg.evaluate("document.querySelector('.coupon img').naturalWidth") > 0
+    assert image_width(pg, ".coupon img") > 0
     shot(pg, "04-coupons")
 
     pg.click("nav.tabs >> text=为你推荐")
