@@ -104,6 +104,8 @@ TEMPLATES = [
 _default_db = f"sqlite:///{DATA_DIR / 'shequn.sqlite3'}"
 DATABASES = {"default": dj_database_url.parse(os.environ.get("DATABASE_URL", _default_db), conn_max_age=60)}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend, but the write lock is retried promptly (src/shequn/core/sqlite/base.py).
+    DATABASES["default"]["ENGINE"] = "shequn.core.sqlite"
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets the worker and the web server read while the other writes; IMMEDIATE makes every
         # write transaction take the write lock up front, so concurrent writers queue instead of

@@ -3,6 +3,7 @@ independent implementation of the protocol: it signs, encrypts and reads replies
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from itertools import count
 from urllib.parse import urlencode
@@ -55,22 +56,29 @@ class WeChatServer:
         q.update(query_overrides)
         return self.client.get(self.path, q)
 
-    def post(self, body: str | bytes, query: dict[str, str]):
-        return self.client.post(f"{self.path}?{urlencode(query)}", data=body, content_type="text/xml")
+    def post(self, body: str | bytes, query: dict[str, str], *, record: bool = True):
+        """POST ``body``; then, unless ``record`` is False, record what the endpoint stored, as the
+        ``channels.record_inbound`` task does once the request's transaction commits (inside a test's
+        transaction nothing commits, so the tests run the same recording code at once)."""
+        response = self.client.post(f"{self.path}?{urlencode(query)}", data=body, content_type="text/xml")
+        if record:
+            services.record_pending(older_than=dt.timedelta(0))
+        return response
 
-    def push(self, xml: str, *, encrypt: bool = False, plain_copy: bool = False, query: dict[str, str] | None = None):
+    def push(self, xml: str, *, encrypt: bool = False, plain_copy: bool = False, query: dict[str, str] | None = None,
+             record: bool = True):
         """POST ``xml``; with ``encrypt`` in safe-mode form (``<ToUserName/><Encrypt/>``, ``msg_signature``),
         with ``plain_copy`` also carrying the plaintext fields (compatible mode)."""
         q = query or self.query()
         if not encrypt:
-            return self.post(xml, q)
+            return self.post(xml, q, record=record)
         encrypt_text, msg_signature = self.encrypt(xml, q["timestamp"], q["nonce"])
         q.update({"encrypt_type": "aes", "msg_signature": msg_signature})
         inner = xmltodict.parse(xml)["xml"]
         body = {"ToUserName": inner.get("ToUserName", ORIGINAL_ID), "Encrypt": encrypt_text}
         if plain_copy:
             body = {**inner, "Encrypt": encrypt_text}
-        return self.post(xmltodict.unparse({"xml": body}), q)
+        return self.post(xmltodict.unparse({"xml": body}), q, record=record)
 
     def encrypt(self, xml: str, timestamp: str, nonce: str) -> tuple[str, str]:
         envelope = xmltodict.parse(self.crypto.encrypt_message(xml, nonce, timestamp))["xml"]

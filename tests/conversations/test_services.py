@@ -284,5 +284,13 @@ def test_auto_reply_without_tag_or_match_enqueues_nothing(ws, make_rule, django_
     assert callbacks == []
 
 
-def test_apply_rule_tag_for_an_unknown_member_does_nothing(ws):
-    assert services.apply_rule_tag(ws, {"kind": "wechat_openid", "namespace": "wx", "value": "nobody"}, "t", 1) is False
+def test_apply_rule_tag_before_the_message_is_recorded_creates_the_member(ws):
+    """The tag task can run before the task that records the message: the member is created then,
+    and recording finds them by the same identity."""
+    from shequn.members.services import find_member
+
+    ident = {"kind": "wechat_openid", "namespace": "wx3c8e1f2a9b7d6e54", "value": "oNewcomer"}
+    assert services.apply_rule_tag(ws, ident, "新客", 1) is True
+    assert services.apply_rule_tag(ws, ident, "新客", 1) is True
+    member = find_member(ws, ident)
+    assert member is not None and list(member.member_tags.values_list("tag__name", flat=True)) == ["新客"]

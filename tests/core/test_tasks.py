@@ -33,6 +33,7 @@ from shequn.core.builtin_tasks import ping
 from shequn.core.models import PeriodicSchedule
 from shequn.core.tasks import (
     PERIODIC_REGISTRY,
+    enqueue_atomically,
     enqueue_on_commit,
     register_periodic,
     run_due_periodic,
@@ -175,6 +176,36 @@ def test_enqueue_on_commit_validates_arguments(database_tasks: None) -> None:
         enqueue_on_commit(ping, object())
     with pytest.raises(TypeError, match="Task"):
         enqueue_on_commit(lambda: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_atomically_writes_the_task_in_the_transaction_on_the_database_queue(database_tasks: None) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue_atomically(ping, "rolled-back")
+        assert _queued_args() == [["rolled-back"]], "the task row is part of the transaction"
+        raise RuntimeError("roll back")
+    assert _queued() == [], "and rolls back with it"
+
+    with transaction.atomic():
+        enqueue_atomically(ping, "committed")
+    assert _queued_args() == [["committed"]]
+    with pytest.raises(TypeError, match="JSON"), transaction.atomic():
+        enqueue_atomically(ping, object())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueue_atomically_waits_for_the_commit_on_other_backends(settings: Any) -> None:
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    from django_tasks import default_task_backend
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        enqueue_atomically(ping, "rolled-back")
+        raise RuntimeError("roll back")
+    assert default_task_backend.results == []
+    with transaction.atomic():
+        enqueue_atomically(ping, "committed")
+        assert default_task_backend.results == []
+    assert [r.args for r in default_task_backend.results] == [["committed"]]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ class WeChatAccountAdmin(admin.ModelAdmin):
 class InboundMessageAdmin(admin.ModelAdmin):
     """Read-only: the record of what WeChat pushed and what was answered."""
 
-    list_display = ("id", "workspace", "account", "msg_type", "event", "from_user", "reply_type", "received_at")
+    list_display = ("id", "workspace", "account", "msg_type", "event", "from_user", "reply_type", "received_at",
+                    "recorded_at", "record_error")
     list_filter = ("workspace", "msg_type")
     raw_id_fields = ("account", "interaction")
     show_full_result_count = False

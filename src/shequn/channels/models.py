@@ -64,7 +64,13 @@ class InboundMessage(models.Model):
 
     ``(account, dedup_key)`` is unique: WeChat's retries of a message (same MsgId, or same
     FromUserName + CreateTime for an event) find this row and get the reply stored here, so the
-    member sees the same answer and the interaction is recorded once (ADR 0005)."""
+    member sees the same answer and the interaction is recorded once (ADR 0005).
+
+    The row is written on the fast path with the reply; the message is recorded as an interaction
+    afterwards by the ``channels.record_inbound`` task, from ``payload`` (the message as parsed) and
+    ``reply_meta`` (what answered it). ``recorded_at`` is set when that is done; a row still unrecorded
+    a minute later is picked up by the ``channels.record_pending`` sweep, and one whose event the
+    interaction log refuses keeps the reason in ``record_error`` and is not retried."""
 
     id = models.BigAutoField(primary_key=True)
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
@@ -78,11 +84,21 @@ class InboundMessage(models.Model):
                                     related_name="+")
     reply_type = models.CharField(max_length=16, blank=True, help_text="empty: answered 'success' (no reply)")
     reply_content = models.TextField(blank=True)
+    reply_meta = models.JSONField(default=dict, blank=True,
+                                  help_text="what answered: auto_reply_rule, bot_outcome and the bot's properties")
+    payload = models.JSONField(default=dict, blank=True, help_text="the message as parsed, for recording it")
     received_at = models.DateTimeField(auto_now_add=True)
+    recorded_at = models.DateTimeField(null=True, blank=True, help_text="when the interaction was recorded")
+    record_error = models.TextField(blank=True, help_text="why the interaction log refused the message, if it did")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["account", "dedup_key"], name="uniq_wechat_inbound_key")]
-        indexes = [models.Index(fields=["workspace", "-received_at"], name="wx_inbound_ws_time")]
+        indexes = [
+            models.Index(fields=["workspace", "-received_at"], name="wx_inbound_ws_time"),
+            # The sweep's question: which messages are still to be recorded (a handful, normally none).
+            models.Index(fields=["received_at"], name="wx_inbound_unrecorded",
+                         condition=models.Q(recorded_at__isnull=True, record_error="")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.msg_type}/{self.event or '-'} {self.dedup_key}"

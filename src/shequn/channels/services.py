@@ -5,6 +5,7 @@ interactions)."""
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import secrets
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
-from shequn.core import audit
+from shequn.core import audit, clock
 from shequn.core import cache as settings_cache
 from shequn.core.errors import ValidationError
 from shequn.core.models import Workspace
@@ -23,6 +24,8 @@ from . import code_services, queries
 from .models import InboundMessage, WeChatAccount, WeChatMode
 from .replies import Reply, compute_reply
 from .wechat import WeChatMessage, aes_key_problem
+
+logger = logging.getLogger("shequn.channels.wechat")
 
 _APP_ID_RE = re.compile(r"^wx[0-9A-Za-z]{10,30}$")
 _SECRET_RE = re.compile(r"^[0-9A-Za-z]{16,64}$")
@@ -194,15 +197,47 @@ def _replay(record: InboundMessage) -> Processed:
     return Processed(reply=reply, record=record, replayed=True)
 
 
-def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
-    """Record one message or event pushed to ``account`` and decide its passive reply — once.
+def _reply_meta(reply: Reply | None) -> dict[str, Any]:
+    if reply is None:
+        return {}
+    meta: dict[str, Any] = {}
+    if reply.rule_id is not None:
+        meta["rule_id"] = reply.rule_id
+    if reply.bot_outcome is not None:
+        meta["bot_outcome"] = reply.bot_outcome
+    if reply.props:
+        meta["props"] = dict(reply.props)
+    return meta
 
-    The ``InboundMessage`` row is inserted first (no read before it: a new message, the common case,
-    costs no lookup): a retry — arriving while the first delivery is still being processed, or
-    after — waits on the unique index (PostgreSQL) or the write lock (SQLite), fails to insert, then
-    finds the stored row and returns its reply. The interaction, the member upsert and the stored
-    reply commit together, so a failure leaves nothing behind and WeChat's next retry starts afresh."""
-    from shequn.interactions import services as interactions
+
+def _stored_reply(record: InboundMessage) -> Reply | None:
+    """The reply stored with ``record``, with what answered it (for the interaction's properties)."""
+    meta = record.reply_meta or {}
+    if not record.reply_type and not meta:
+        return None
+    return Reply(kind=record.reply_type, content=record.reply_content, rule_id=meta.get("rule_id"),
+                 bot_outcome=meta.get("bot_outcome"), props=tuple(dict(meta.get("props") or {}).items()))
+
+
+def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
+    """Decide the passive reply to one message or event pushed to ``account`` — once — and have it
+    recorded (ADR 0005).
+
+    The fast path is one transaction: the reply (``compute_reply``: reads, plus the sender's menu
+    session) and one ``InboundMessage`` insert holding the reply and the parsed message, with no read
+    before it (a new message, the common case, costs no lookup). A retry — arriving while the first
+    delivery is still being processed, or after — waits on the unique index (PostgreSQL) or the write
+    lock (SQLite), fails to insert, rolls back whatever its own reply computation wrote, and answers
+    with the stored reply.
+
+    Recording the message as an interaction (member upsert, counters, stages, inbox routing, loyalty
+    and channel-code effects) is the slow part and is not on this path: the ``channels.record_inbound``
+    task does it once the row has committed (:func:`record_inbound`; on the database queue the task
+    row is written in the same transaction), and the ``channels.record_pending`` sweep catches any
+    message whose task was lost (:func:`record_pending`)."""
+    from shequn.core.tasks import enqueue_atomically
+
+    from . import tasks
 
     workspace = account.workspace
     key = message.dedup_key
@@ -213,21 +248,14 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
                 return _replay(stored)
         try:
             with settings_cache.scope(), transaction.atomic():
+                reply = compute_reply(account, message)
                 record = InboundMessage.objects.create(
                     workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
-                    event=message.event, from_user=message.from_user, to_user=message.to_user)
-                reply = compute_reply(account, message)
-                [result] = interactions.ingest_batch(workspace, [interaction_for(account, message, reply)],
-                                                     actor=account.source)
-                if result.status == "error":
-                    error = result.error or {}
-                    raise ValidationError(str(error.get("message", "")), code=str(error.get("code", "invalid_event")),
-                                          details=error.get("details"))
-                _record_code_scan(account, message, result)
-                record.interaction_id = result.id
-                if reply is not None:
-                    record.reply_type, record.reply_content = reply.kind, reply.content
-                record.save(update_fields=["interaction", "reply_type", "reply_content"])
+                    event=message.event, from_user=message.from_user, to_user=message.to_user,
+                    reply_type=reply.kind if reply is not None else "",
+                    reply_content=reply.content if reply is not None else "",
+                    reply_meta=_reply_meta(reply), payload=message.to_payload())
+                enqueue_atomically(tasks.record_inbound, record.pk)
                 return Processed(reply=reply, record=record, replayed=False)
         except IntegrityError:
             # A concurrent delivery of the same message committed first: the next pass finds it.
@@ -236,3 +264,55 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
     if stored is None:
         raise ValidationError(_("the message could not be recorded"), code="inbound_conflict")
     return _replay(stored)
+
+
+RECORDED, ALREADY, REFUSED, MISSING = "recorded", "already", "refused", "missing"
+
+
+def record_inbound(record_id: int) -> str:
+    """Record the stored message ``record_id`` as an interaction on the member found or created from
+    its openid, with its channel-code effects; idempotent (a second run, or a run for a message
+    recorded meanwhile, changes nothing). Returns ``recorded``, ``already``, ``refused`` (the
+    interaction log refused the event: the reason is kept in ``record_error``) or ``missing``."""
+    from shequn.interactions import services as interactions
+
+    with settings_cache.scope(), transaction.atomic():
+        record = (InboundMessage.objects.select_for_update(of=("self",))
+                  .select_related("account", "account__workspace").filter(pk=record_id).first())
+        if record is None:
+            return MISSING
+        if record.recorded_at is not None or record.record_error:
+            return ALREADY
+        account = record.account
+        message = WeChatMessage.from_payload(record.payload)
+        [result] = interactions.ingest_batch(account.workspace, [interaction_for(account, message, _stored_reply(record))],
+                                             actor=account.source)
+        if result.status == "error":
+            error = result.error or {}
+            record.record_error = f"{error.get('code', 'invalid_event')}: {error.get('message', '')}"[:2000]
+            record.save(update_fields=["record_error"])
+            logger.warning("wechat %s: message %s not recorded: %s", account.app_id, record.dedup_key, record.record_error)
+            return REFUSED
+        _record_code_scan(account, message, result)
+        record.interaction_id = result.id
+        record.recorded_at = clock.now()
+        record.save(update_fields=["interaction", "recorded_at"])
+        return RECORDED
+
+
+RECORD_GRACE = dt.timedelta(minutes=1)
+"""How long a message may wait for its ``record_inbound`` task before the sweep records it."""
+
+
+def record_pending(*, older_than: dt.timedelta = RECORD_GRACE, limit: int = 1000) -> dict[str, int]:
+    """Record the messages received more than ``older_than`` ago that are still unrecorded (their
+    task was lost: a broker outage at enqueue time, a worker killed mid-task), oldest first, at most
+    ``limit``. Counts by outcome."""
+    cutoff = clock.now() - older_than
+    ids = list(InboundMessage.objects.filter(recorded_at__isnull=True, record_error="", received_at__lte=cutoff)
+               .order_by("received_at").values_list("pk", flat=True)[:limit])
+    counts: dict[str, int] = {}
+    for pk in ids:
+        outcome = record_inbound(pk)
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return counts

@@ -293,6 +293,19 @@ class WeChatMessage:
             return f"event:{self.from_user}:{self.create_time}:{self.event}"
         return f"msg:{self.from_user}:{self.create_time}:{self.msg_type}"
 
+    def to_payload(self) -> dict[str, Any]:
+        """The message as a JSON object (stored with the message until it is recorded)."""
+        return {"to_user": self.to_user, "from_user": self.from_user, "create_time": self.create_time,
+                "msg_type": self.msg_type, "msg_id": self.msg_id, "event": self.event, "fields": dict(self.fields)}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> WeChatMessage:
+        """The message :meth:`to_payload` wrote."""
+        return cls(to_user=str(payload["to_user"]), from_user=str(payload["from_user"]),
+                   create_time=int(payload["create_time"]), msg_type=str(payload["msg_type"]),
+                   msg_id=str(payload.get("msg_id", "")), event=str(payload.get("event", "")),
+                   fields={str(k): str(v) for k, v in dict(payload.get("fields", {})).items()})
+
     def properties(self) -> dict[str, Any]:
         """The message fields as interaction properties (snake_case names)."""
         props: dict[str, Any] = {"msg_type": self.msg_type}

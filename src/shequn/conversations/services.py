@@ -637,12 +637,11 @@ def _end_session(workspace: Workspace, subject: str) -> None:
 @transaction.atomic
 def apply_rule_tag(workspace: Workspace, identity: Mapping[str, str], tag: str, rule_id: int) -> bool:
     """Tag the member known by ``identity`` with ``tag`` (the tag of rule ``rule_id``, which answered
-    them). Idempotent; False when no member has that identity."""
+    them), creating the member if the message that matched is not recorded yet (recording runs in
+    its own task, in any order with this one). Idempotent."""
     from shequn.members import services as members
 
-    member = members.find_member(workspace, identity)
-    if member is None:
-        return False
+    member = members.upsert_member(workspace, [identity], actor=f"autoreply:{rule_id}").member
     members.add_tags(workspace, member.pk, [tag], actor=f"autoreply:{rule_id}")
     return True
 

@@ -46,6 +46,7 @@ logger = logging.getLogger("shequn.tasks")
 __all__ = [
     "PERIODIC_REGISTRY",
     "PeriodicDefinition",
+    "enqueue_atomically",
     "enqueue_on_commit",
     "register_periodic",
     "run_due_periodic",
@@ -119,6 +120,24 @@ def enqueue_on_commit(
         logger.debug("Enqueued task %s id=%s after commit", bound_task.module_path, result.id)
 
     transaction.on_commit(_enqueue_after_commit)
+
+
+def enqueue_atomically(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
+    """Enqueue ``task(*args, **kwargs)`` as part of the current transaction when the queue is the
+    database queue on the same database (the embedded default): the task row commits or rolls back
+    with the rows the task needs — one commit instead of two, and no enqueue lost between the commit
+    and the broker. Any other backend (RQ on Redis), or no open transaction, falls back to
+    :func:`enqueue_on_commit`, so a worker never sees a task before its data either way."""
+    from django.db import DEFAULT_DB_ALIAS, router
+    from django_tasks_db.backend import DatabaseBackend
+    from django_tasks_db.models import DBTaskResult
+
+    if (transaction.get_connection().in_atomic_block and isinstance(task.get_backend(), DatabaseBackend)
+            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS):
+        _require_json(args, kwargs, task)
+        task.enqueue(*args, **kwargs)
+        return
+    enqueue_on_commit(task, *args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------

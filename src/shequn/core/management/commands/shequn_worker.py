@@ -290,15 +290,10 @@ class Command(BaseCommand):
         backend_path = f"{type(backend).__module__}.{type(backend).__name__}"
         self.stdout.write(f"Shequn worker {worker_id} (pid {os.getpid()})")
         if kind == "database":
-            db = connections["default"].settings_dict
-            where = (
-                db["NAME"]
-                if db["ENGINE"].endswith("sqlite3")
-                else f"{db.get('HOST') or 'localhost'}/{db['NAME']}"
-            )
-            self.stdout.write(
-                f"  backend:   {backend.alias} = {backend_path} (database queue, {db['ENGINE'].rsplit('.', 1)[-1]} {where})"
-            )
+            conn = connections["default"]
+            db = conn.settings_dict
+            where = db["NAME"] if conn.vendor == "sqlite" else f"{db.get('HOST') or 'localhost'}/{db['NAME']}"
+            self.stdout.write(f"  backend:   {backend.alias} = {backend_path} (database queue, {conn.vendor} {where})")
         else:
             queue_urls = {
                 _redacted_url(str(settings.RQ_QUEUES[name].get("URL", "")))

@@ -1,0 +1,1 @@
+"""The embedded database: Django's SQLite backend with a write lock that is taken promptly (base.py)."""
