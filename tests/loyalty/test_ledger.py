@@ -447,8 +447,23 @@ def test_a_draw_the_lot_cannot_cover_is_refused_by_the_database_and_nothing_chan
         return 0
 
     monkeypatch.setattr(loyalty, "_take", greedy)
+    monkeypatch.setattr(loyalty, "_pg_spend", lambda *a, **k: None)  # PostgreSQL: the general path, with that plan
     with pytest.raises(Conflict) as exc:
         spend(ws, alice, "coins", 10, "s", now)
     assert exc.value.code == "ledger_inconsistent"
     assert ledger_rows() == before
+    assert_clean(ws)
+
+
+def test_a_spend_over_more_lots_than_one_read_takes_them_in_expiry_order(ws, alice, now):
+    """More lots than the one-statement spend reads at once (``PLAN_CHUNK``): the general path
+    reads on, and the draws still follow the expiry order."""
+    loyalty.save_point_type(ws, "d", {"name": "d", "expiry_policy": "days", "expiry_period": 100}, actor="t")
+    n = loyalty.PLAN_CHUNK + 4
+    lots = [loyalty.earn(ws, alice, "d", 3, reason="e", idempotency_key=f"e{i}", actor="t", now=now,
+                         earned_at=now - (n - i) * DAY) for i in range(n)]
+    entry = loyalty.spend(ws, alice, "d", 3 * (n - 1) + 1, reason="s", idempotency_key="s", actor="t", now=now)
+    draws = sorted((d.lot.entry_id, d.amount) for d in queries.entry_draws(ws, entry.pk))
+    assert draws == [(e.pk, 3) for e in lots[:-1]] + [(lots[-1].pk, 1)]
+    assert queries.balance(ws, alice.pk, "d").available == 2
     assert_clean(ws)

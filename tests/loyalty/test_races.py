@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
+from django.db import connection, transaction
 
 from shequn.core import services as core
 from shequn.core.errors import Conflict
@@ -143,4 +146,36 @@ def test_concurrent_expiry_runs_expire_each_lot_once():
     runs = run_threads(8, lambda i: loyalty.expire_due(ws, start + 6 * DAY, chunk=2).expired)
     assert sum(runs) == 60
     assert PointEntry.objects.filter(kind="expire").count() == 6
+    assert_clean(ws)
+
+
+def test_a_spend_that_waited_for_the_balance_lock_draws_from_lots_written_meanwhile():
+    """The one-statement spend reads lots from its snapshot, taken before it waits for the balance
+    lock; when the row changed meanwhile it must give way to the general path. Here the holder of
+    the lock adds a lot that expires sooner, and the waiting spend must take that one."""
+    ws, [m] = setup()
+    loyalty.save_point_type(ws, "d", {"name": "d", "expiry_policy": "days", "expiry_period": 60}, actor="t")
+    now = dt.datetime.now(dt.UTC)
+    loyalty.earn(ws, m, "d", 100, reason="e", idempotency_key="late", actor="t")
+    holding = threading.Event()
+
+    def act(i):
+        if i == 0:
+            with transaction.atomic():
+                soon = loyalty.earn(ws, m.pk, "d", 10, reason="e", idempotency_key="soon", actor="t",
+                                    earned_at=now - 30 * DAY)
+                holding.set()
+                with connection.cursor() as cur:
+                    for _ in range(500):  # until the spend waits for the lock this transaction holds
+                        cur.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                        if cur.fetchone()[0]:
+                            break
+                        time.sleep(0.01)
+            return soon.pk
+        holding.wait()
+        return loyalty.spend(ws, m.pk, "d", 10, reason="s", idempotency_key="s", actor="t").pk
+
+    results = run_threads(2, act)
+    soon_id, spend_id = sorted(results, key=lambda pk: PointEntry.objects.get(pk=pk).kind)
+    assert [(d.lot.entry_id, d.amount) for d in queries.entry_draws(ws, spend_id)] == [(soon_id, 10)]
     assert_clean(ws)

@@ -22,6 +22,9 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import hashlib
+import re
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -195,10 +198,11 @@ def _member_id(workspace: Workspace, member: Member | int) -> int:
 #
 # Earn and spend run once per purchase and per redemption, so their statements are written out
 # (fixed text, every value a parameter) instead of being compiled by the ORM on each call. On
-# PostgreSQL, statements that do not wait for one another are sent in one round trip (a psycopg
-# pipeline) and the writes of an operation are one statement (below): a spend costs three round
-# trips — lock and read its lots, write, commit — and a plain earn one. The rare paths (expiry,
-# reversal, settings, verify) use the ORM. Table and column names come from the models.
+# PostgreSQL a plain earn and a spend are one prepared statement each (below): a spend costs three
+# round trips — begin, the statement, commit — and a plain earn one. On the general path,
+# statements that do not wait for one another are sent in one round trip (a psycopg pipeline). The
+# rare paths (expiry, reversal, settings, verify) use the ORM. Table and column names come from the
+# models.
 
 
 @dataclass
@@ -605,19 +609,61 @@ def _fused() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
-             source_interaction_id: int | None, requested: dt.datetime | None, earned_at: dt.datetime | None,
-             tz: dt.tzinfo) -> PointEntry | None:
-    """An earn as one statement; ``None`` (and nothing written) when the member has no balance row
-    yet or something is due on it — the general path handles those. Outside a transaction and with
-    no ``POINTS_CHANGED`` handler the statement commits by itself (one round trip); otherwise it runs
-    in a transaction (a savepoint inside an outer one) together with the handlers."""
-    stamp = clock.now()
-    now = requested or stamp
-    basis = min(earned_at or now, now)
-    available_at, expires = periods.available_at(pt, basis), periods.expires_at(pt, basis, tz)
-    at = "%(now)s::timestamptz" if requested is not None else "GREATEST(updated_at, %(now)s::timestamptz)"
-    released = f"(%(available_at)s::timestamptz <= {at})"
+# The hot statements below are fixed text with named parameters. Parsing and planning a statement of
+# five data-modifying CTEs costs the server more than running it, so on PostgreSQL each is prepared
+# once per connection (``PREPARE``) and then run with ``EXECUTE``: the server keeps the plan. Not done
+# when the connection must not keep session state — ``DISABLE_SERVER_SIDE_CURSORS``, Django's setting
+# for transaction-pooling poolers such as PgBouncer — or when the database settings ask for
+# server-side binding (psycopg then prepares statements itself, by ``prepare_threshold``). A
+# prepared statement outlives a rolled-back transaction, so what is prepared on a connection is known
+# without asking the server.
+
+_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+def _prepares() -> bool:
+    db = connection.settings_dict
+    return not (db.get("DISABLE_SERVER_SIDE_CURSORS") or db.get("OPTIONS", {}).get("server_side_binding") is True)
+
+
+class _HotStatement:
+    """A fixed statement of the hot path (``%(name)s`` parameters, their PostgreSQL types in
+    ``types``), prepared once per connection where ``_prepares()``."""
+
+    def __init__(self, label: str, sql: str, types: Mapping[str, str]) -> None:
+        self.sql = sql
+        self.order: list[str] = list(dict.fromkeys(_PARAM.findall(sql)))
+        self.name = f"shequn_loyalty_{label}_{hashlib.sha1(sql.encode()).hexdigest()[:10]}"  # noqa: S324 - a name, not a secret
+        positional = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
+        self.prepare = f"PREPARE {self.name} ({', '.join(types[n] for n in self.order)}) AS {positional}"
+        self.execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.order))})"
+
+    def run(self, cur: Any, params: Mapping[str, Any]) -> None:
+        if not _prepares():
+            cur.execute(self.sql, params)
+            return
+        raw = connection.connection
+        done = _PREPARED.get(raw)
+        if done is None:
+            done = _PREPARED[raw] = set()
+        if self.name not in done:
+            cur.execute(self.prepare)
+            done.add(self.name)
+        cur.execute(self.execute, [params[n] for n in self.order])
+
+
+_TYPES = {"ws": "bigint", "pt": "bigint", "member": "bigint", "points": "bigint", "reason": "text", "actor": "text",
+          "source": "bigint", "key": "text", "now": "timestamptz", "stamp": "timestamptz", "basis": "timestamptz",
+          "available_at": "timestamptz", "expires": "timestamptz", "chunk": "bigint"}
+
+
+@functools.cache
+def _earn_statement(at_given: bool) -> _HotStatement:
+    """A plain earn: the conditional ``UPDATE`` of the balance row (which is the lock; it matches no
+    row when something is due), the entry and the lot inserted from what it returns."""
+    at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
+    released = f"(%(available_at)s <= {at})"
     t = _tables()
     sql = f"""
         WITH u AS (
@@ -625,8 +671,7 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
                 available = available + CASE WHEN {released} THEN %(points)s ELSE 0 END,
                 pending = pending + CASE WHEN {released} THEN 0 ELSE %(points)s END,
                 lifetime_earned = lifetime_earned + %(points)s,
-                next_change_at = LEAST(next_change_at, %(expires)s::timestamptz,
-                                       CASE WHEN {released} THEN NULL ELSE %(available_at)s::timestamptz END),
+                next_change_at = LEAST(next_change_at, %(expires)s, CASE WHEN {released} THEN NULL ELSE %(available_at)s END),
                 updated_at = {at}
             WHERE workspace_id = %(ws)s AND point_type_id = %(pt)s AND member_id = %(member)s
               AND (next_change_at IS NULL OR next_change_at > {at})
@@ -639,17 +684,78 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
         ), l AS (
             INSERT INTO {t['lot']} ({_LOT_COLUMNS})
             SELECT %(ws)s, %(member)s, %(pt)s, e.id, %(points)s, %(points)s, %(basis)s, %(available_at)s,
-                   %(available_at)s::timestamptz <= e.at, %(expires)s FROM e
+                   %(available_at)s <= e.at, %(expires)s FROM e
             RETURNING 1
         )
         SELECT e.id, e.at FROM e, l"""  # noqa: S608 - names from the models, values are parameters
+    return _HotStatement("earn", sql, _TYPES)
+
+
+@functools.cache
+def _spend_statement(at_given: bool) -> _HotStatement:
+    """A spend (see ``_pg_spend``): lock the balance row, read the lots in expiry order, and — when
+    the gate ``ok`` lets it — write the entry, the lot updates, the draws and the balance update."""
+    at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
+    t = _tables()
+    sql = f"""
+        WITH b AS (
+            SELECT id, available, pending, xmin AS v, {at} AS at, (next_change_at IS NOT NULL AND next_change_at <= {at}) AS due
+            FROM {t['bal']} WHERE workspace_id = %(ws)s AND point_type_id = %(pt)s AND member_id = %(member)s
+            FOR UPDATE
+        ), s AS (
+            SELECT xmin AS v FROM {t['bal']} WHERE workspace_id = %(ws)s AND point_type_id = %(pt)s AND member_id = %(member)s
+        ), l AS (
+            SELECT lot.id, lot.remaining,
+                   (sum(lot.remaining) OVER (ORDER BY lot.expires_at ASC NULLS LAST, lot.id))::bigint AS upto
+            FROM {t['lot']} AS lot, b
+            WHERE lot.member_id = %(member)s AND lot.point_type_id = %(pt)s AND lot.remaining > 0 AND lot.released
+              AND (lot.expires_at IS NULL OR lot.expires_at > b.at)
+            ORDER BY lot.expires_at ASC NULLS LAST, lot.id LIMIT %(chunk)s
+        ), d AS (
+            SELECT id AS lot_id, LEAST(remaining, %(points)s - (upto - remaining)) AS take FROM l
+            WHERE upto - remaining < %(points)s
+        ), ok AS (
+            SELECT b.id, b.at FROM b, s
+            WHERE b.v = s.v AND NOT b.due AND b.available >= %(points)s AND (SELECT sum(take) FROM d) = %(points)s
+        ), e AS (
+            INSERT INTO {t['entry']} ({_ENTRY_COLUMNS})
+            SELECT %(ws)s, %(member)s, %(pt)s, 'spend', -%(points)s, 0, %(reason)s, %(actor)s, %(source)s, %(key)s,
+                   NULL, ok.at, %(stamp)s FROM ok
+            RETURNING id, at
+        ), u AS (
+            UPDATE {t['lot']} AS lot SET remaining = lot.remaining - d.take FROM d, ok
+            WHERE lot.id = d.lot_id AND lot.remaining >= d.take RETURNING lot.id
+        ), w AS (
+            INSERT INTO {t['draw']} (workspace_id, entry_id, lot_id, amount)
+            SELECT %(ws)s, e.id, d.lot_id, d.take FROM e CROSS JOIN d JOIN u ON u.id = d.lot_id RETURNING 1
+        ), c AS (
+            UPDATE {t['bal']} AS bal SET available = bal.available - %(points)s, updated_at = ok.at FROM ok
+            WHERE bal.id = ok.id AND bal.available >= %(points)s RETURNING 1
+        )
+        SELECT b.available, b.pending, b.due, e.id, e.at, (SELECT count(*) FROM d), (SELECT count(*) FROM w),
+               (SELECT count(*) FROM c)
+        FROM b LEFT JOIN e ON true"""  # noqa: S608 - names from the models, values are parameters
+    return _HotStatement("spend", sql, _TYPES)
+
+
+def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
+             source_interaction_id: int | None, requested: dt.datetime | None, earned_at: dt.datetime | None,
+             tz: dt.tzinfo) -> PointEntry | None:
+    """An earn as one statement; ``None`` (and nothing written) when the member has no balance row
+    yet or something is due on it — the general path handles those. Outside a transaction and with
+    no ``POINTS_CHANGED`` handler the statement commits by itself (one round trip); otherwise it runs
+    in a transaction (a savepoint inside an outer one) together with the handlers."""
+    stamp = clock.now()
+    now = requested or stamp
+    basis = min(earned_at or now, now)
+    available_at, expires = periods.available_at(pt, basis), periods.expires_at(pt, basis, tz)
     params = {"ws": workspace.pk, "pt": pt.pk, "member": mid, "points": points, "reason": reason, "actor": actor,
               "source": source_interaction_id, "key": key, "now": now, "stamp": stamp, "basis": basis,
               "available_at": available_at, "expires": expires}
     subscribed = _subscribed()
     with transaction.atomic() if connection.in_atomic_block or subscribed else contextlib.nullcontext():
         with connection.cursor() as cur:
-            cur.execute(sql, params)
+            _earn_statement(requested is not None).run(cur, params)
             row = cur.fetchone()
         if row is None:
             return None
@@ -660,6 +766,52 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
         entry._state.adding, entry._state.db = False, connection.alias
         if subscribed:
             _announce(workspace, pt.code, entry)
+    return entry
+
+
+@dataclass
+class _Refused:
+    """A spend the locked balance cannot cover (nothing was written)."""
+
+    available: int
+    pending: int
+
+
+def _pg_spend(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
+              source_interaction_id: int | None, requested: dt.datetime | None) -> PointEntry | _Refused | None:
+    """A spend as one statement, inside the caller's transaction: it locks the balance row (``FOR
+    UPDATE``), reads the lots to draw from in expiry order, and writes the entry, the lot updates,
+    the draws and the conditional balance update — or writes nothing and returns ``_Refused`` when
+    the available points do not cover the spend, or ``None`` when the general path must run: no
+    balance row yet, something due on it, more than ``PLAN_CHUNK`` lots needed, or the row changed
+    after the statement's snapshot was taken.
+
+    That last gate is what makes one statement safe. The lots are read from the statement's
+    snapshot, while ``FOR UPDATE`` returns the newest version of the balance row (after waiting for
+    a concurrent holder of the lock). Every operation that changes a member's lots updates their
+    balance row in the same transaction, so when the locked version is the one the snapshot sees
+    (same ``xmin``) the snapshot holds every change made to the lots before the lock — and nobody
+    changes them after it until this transaction ends. Otherwise the general path reads them again
+    under the lock."""
+    stamp = clock.now()
+    params = {"ws": workspace.pk, "pt": pt.pk, "member": mid, "points": points, "reason": reason, "actor": actor,
+              "source": source_interaction_id, "key": key, "now": requested or stamp, "stamp": stamp,
+              "chunk": PLAN_CHUNK}
+    with connection.cursor() as cur:
+        _spend_statement(requested is not None).run(cur, params)
+        row = cur.fetchone()
+    if row is None:
+        return None  # no balance row yet
+    available, pending, due, pk, at, planned, drawn, changed = row
+    if pk is None:
+        return _Refused(available, pending) if not due and available < points else None
+    if drawn != planned or changed != 1:
+        raise _inconsistent()
+    entry = PointEntry(id=pk, workspace_id=workspace.pk, member_id=mid, point_type_id=pt.pk, kind=EntryKind.SPEND,
+                       amount=-points, shortfall=0, reason=reason, actor=actor,
+                       source_interaction_id=source_interaction_id, idempotency_key=key, related_id=None, at=at,
+                       created_at=stamp)
+    entry._state.adding, entry._state.db = False, connection.alias
     return entry
 
 
@@ -770,7 +922,7 @@ def earn(workspace: Workspace, member: Member | int, point_type: PointType | str
     return _idempotent(check, body)
 
 
-def _insufficient(bal: PointBalance, points: int) -> Conflict:
+def _insufficient(bal: PointBalance | _Refused, points: int) -> Conflict:
     return Conflict(_("not enough points: %(available)d available, %(requested)d requested")
                     % {"available": bal.available, "requested": points}, code="insufficient_points",
                     details={"available": bal.available, "pending": bal.pending, "requested": points})
@@ -817,8 +969,19 @@ def spend(workspace: Workspace, member: Member | int, point_type: PointType | st
         return _replayed(workspace, pt, key, kind=EntryKind.SPEND, member_id=mid, amount=-points)
 
     def body() -> PointEntry:
-        # One round trip: lock the balance, then (the server runs them in order) read the lots the
-        # spend would take, as of a time no later than the ledger time decided below.
+        if _fused():
+            done = _pg_spend(workspace, pt, mid, points, reason=reason, actor=actor, key=key,
+                             source_interaction_id=source_interaction_id, requested=requested)
+            if isinstance(done, PointEntry):
+                _announce(workspace, pt.code, done)
+                return done
+            if done is not None:
+                hit = check()
+                if hit is not None:
+                    return hit
+                raise _insufficient(done, points)
+        # The general path. One round trip: lock the balance, then (the server runs them in order)
+        # read the lots the spend would take, as of a time no later than the ledger time decided below.
         provisional = requested or clock.now()
         with _batch() as b:
             balance_rows = b.rows(_lock_sql(1), [workspace.pk, pt.pk, mid])
