@@ -11,20 +11,33 @@ How a message is matched (docs/bots.md):
   rule set is compiled, so ``ＶＩＰ`` typed by a member matches the keyword ``vip``.
 * **exact** keywords are keys of a dict: one lookup.
 * **contains** and **starts_with** keywords of the whole workspace are compiled into one Aho-Corasick
-  automaton (``ahocorasick_rs``). Keywords are literal strings: no regular expression is ever built
-  from them. One overlapping scan of the text finds every keyword it contains, with its position;
-  a starts_with keyword counts only at position 0.
+  automaton (``ahocorasick_rs``, bytes API over UTF-8). Keywords are literal strings: no regular
+  expression is ever built from them. One overlapping scan of the text finds every keyword it
+  contains, with its position; a starts_with keyword counts only at position 0.
 * **regex** rules are compiled with RE2 (``google-re2``), which matches in time linear in the text:
   no pattern can backtrack catastrophically, so no rule can stall a request.
 * The winner is the eligible rule (enabled, for this channel, inside its time windows) with the
   lowest ``priority``, ties broken by the lowest rule id. Automaton patterns are ordered by the rank
-  of their best rule, so the lowest pattern index found is the best keyword candidate and the common
-  case needs no sort.
+  of their best rule, so the lowest pattern index found is the best keyword candidate.
+
+The message as it arrived (the usual case, :meth:`RuleBook.match`): when a rule set has only
+contains/starts_with rules, the message is scanned *before* it is normalised. The automaton also
+holds **flag patterns** (:func:`flag_patterns`, the first pattern indices): the UTF-8 forms of every
+character outside the fast-path set of :func:`normalize` (other scripts, combining marks,
+compatibility forms, controls, emoji), and of the fast-path characters that normalisation would turn
+into a character some keyword contains (``Ｖ`` and ``V`` when a keyword contains ``v``; the ideographic
+space and two spaces in a row when one contains a space). A scan that finds no flag has found exactly
+the keywords of the normalised message, at the same places once leading spaces are stripped:
+normalisation only changes characters no keyword contains, and those characters separate keywords
+in both forms. Chinese messages with full-width punctuation (，？！) against Chinese keywords need no
+normalisation at all. A flagged message is normalised and scanned again; ``tests/conversations/
+test_matching_raw_scan.py`` checks both against the reference normalisation on arbitrary rule sets.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 import unicodedata
@@ -127,14 +140,18 @@ def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
     return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
-_STABLE = _char_class(_stable_ranges())
-_FOLDABLE = "\uff01-\uff5e\u3000A-Z"
+_STABLE_RANGES = _stable_ranges()
+_STABLE = _char_class(_STABLE_RANGES)
+_FOLDABLE_RANGES = ((0x41, 0x5A), (0x3000, 0x3000), (0xFF01, 0xFF5E))
+_FOLDABLE = _char_class(_FOLDABLE_RANGES)
 # Characters the fast path cannot handle: neither stable nor a full-width ASCII form, the ideographic
 # space or an ASCII capital.
 _NOT_FAST = re.compile(f"[^{_STABLE}{_FOLDABLE}]")
 # The first character that is not stable (a text without one is already normalised, but for spaces).
 _UNSTABLE = re.compile(f"[^{_STABLE}]")
 _nfkd = unicodedata.normalize
+
+
 def normalize(text: str) -> str:
     """``text`` in the form rules are matched on: NFKC, case-folded, whitespace collapsed and stripped
     (:func:`normalize_reference` is the definition).
@@ -161,6 +178,98 @@ def normalize(text: str) -> str:
     if " " not in folded:
         return folded
     return " ".join(folded.split())
+
+
+def normalize_utf8(text: str) -> bytes:
+    """``normalize(text).encode("utf-8")``, computed in UTF-8 on the fast path: after NFKD, ``bytes.lower``
+    lower-cases exactly the ASCII capitals, as case folding does on the characters of that path, and
+    the only whitespace left is the space."""
+    if text.isascii():
+        lowered = text.lower()
+        if " " in lowered or not lowered.isprintable():
+            lowered = " ".join(lowered.split())
+        return lowered.encode()
+    if _NOT_FAST.search(text) is None:
+        decomposed = _nfkd("NFKD", text)
+        encoded = decomposed.encode().lower()
+        if " " in decomposed and (decomposed[0] == " " or decomposed[-1] == " " or "  " in decomposed):
+            encoded = b" ".join(encoded.split())
+        return encoded
+    return normalize_reference(text).encode()
+
+
+# ---------------------------------------------------------------------------------------------
+# matching the message as it arrived
+
+
+_WHITESPACE_FAST = " \u3000"
+"""The whitespace characters of the fast-path set: the space and the ideographic space."""
+
+_FOLDED: dict[str, str] = {chr(cp): unicodedata.normalize("NFKD", chr(cp)).lower()
+                           for lo, hi in _FOLDABLE_RANGES for cp in range(lo, hi + 1)}
+"""What normalisation makes of each fast-path character it changes (ASCII capitals, full-width ASCII,
+the ideographic space): one ASCII character."""
+
+
+def _not_fast_table() -> bytes:
+    """One byte per BMP code point: 0 for the characters of the fast-path set, 1 for the others."""
+    table = bytearray(b"\x01" * 0x10000)
+    for lo, hi in (*_STABLE_RANGES, *_FOLDABLE_RANGES):
+        table[lo:hi + 1] = bytes(hi + 1 - lo)
+    return bytes(table)
+
+
+_NOT_FAST_TABLE = _not_fast_table()
+
+
+@functools.lru_cache(maxsize=256)
+def flag_patterns(keyword_ascii: frozenset[str]) -> tuple[bytes, ...]:
+    """UTF-8 patterns that find, in a message, every character that forbids matching the message as it
+    arrived (without normalising it) against keywords whose ASCII characters are ``keyword_ascii``.
+
+    These are the characters outside the fast-path set (the scan finds them by the UTF-8 prefix of
+    their block where a whole block is outside it), and the fast-path characters that normalisation
+    changes into a keyword character (``Ｖ`` or ``V`` when a keyword contains ``v``; the ideographic
+    space when a keyword contains a space), plus two spaces in a row when a keyword contains a space.
+    A message with none of them matches exactly the keywords its normalised form matches, at the same
+    place once leading spaces are stripped (:meth:`RuleBook.match`)."""
+    flagged = bytearray(_NOT_FAST_TABLE)
+    for char, image in _FOLDED.items():
+        if image in keyword_ascii:
+            flagged[ord(char)] = 1
+    patterns = [bytes([cp]) for cp in range(0x80) if flagged[cp]]
+    # Two-byte sequences (U+0080–U+07FF), then three-byte ones (U+0800–U+FFFF) by lead byte and second
+    # byte: a prefix when its whole block is flagged, else every flagged character. The code points a
+    # lead byte cannot start (overlong forms, surrogates) never occur in encoded text: they count as
+    # flagged, so that they do not split a block.
+    for lead in range(0xC2, 0xE0):
+        lo = (lead & 0x1F) << 6
+        block = flagged[lo:lo + 64]
+        if block.count(1) == 64:
+            patterns.append(bytes([lead]))
+        else:
+            patterns.extend(chr(lo + i).encode() for i in range(64) if block[i])
+    for lead in range(0xE0, 0xF0):
+        lo = (lead & 0x0F) << 12
+        block = bytearray(flagged[lo:lo + 0x1000])
+        if lead == 0xE0:
+            block[:0x800] = b"\x01" * 0x800
+        elif lead == 0xED:
+            block[0x800:] = b"\x01" * 0x800
+        if block.count(1) == len(block):
+            patterns.append(bytes([lead]))
+            continue
+        for second in range(64):
+            sub = block[second * 64:(second + 1) * 64]
+            ones = sub.count(1)
+            if ones == 64:
+                patterns.append(bytes([lead, 0x80 | second]))
+            elif ones:
+                patterns.extend(chr(lo + second * 64 + i).encode() for i in range(64) if sub[i])
+    patterns.extend(bytes([lead]) for lead in range(0xF0, 0xF5))  # beyond the BMP: none is fast
+    if " " in keyword_ascii:
+        patterns.append(b"  ")
+    return tuple(patterns)
 
 
 def regex_options() -> re2.Options:
@@ -318,20 +427,43 @@ class RuleBook:
         # Entries were appended in rank order: the first entry of a keyword is its best rule. Order
         # the automaton's patterns by that rank, so that a lower pattern index is a better candidate.
         self.keywords: list[str] = sorted(keyword_entries, key=lambda k: keyword_entries[k][0][0].order)
-        self._entries: list[tuple[tuple[CompiledRule, bool], ...]] = [tuple(keyword_entries[k]) for k in self.keywords]
-        # How a hit of each keyword is judged (QUICK, QUICK_AT_START or SLOW), one byte per keyword so
-        # that the hot path reads compact memory instead of thousands of scattered rule objects.
-        self._best: list[CompiledRule] = [e[0][0] for e in self._entries]
-        self._quick = bytearray((QUICK_AT_START if e[0][1] else QUICK) if e[0][0].unconditional else SLOW
-                                for e in self._entries)
+        self._anchored = any(anchored for entries in keyword_entries.values() for _, anchored in entries)
         self._find: Any = None
+        flags: tuple[bytes, ...] = ()
+        self._foldable_search: Any = None
         if self.keywords:
-            # Bytes automaton over UTF-8: the same matches as the str automaton without converting
-            # byte offsets to character offsets (only "position 0" matters here).
-            automaton = ahocorasick_rs.BytesAhoCorasick([k.encode("utf-8") for k in self.keywords],
+            # The flag patterns (flag_patterns) come first, at indices below self._flags: a message in
+            # which the scan finds none is matched as it arrived, without being normalised.
+            keyword_ascii = frozenset(c for k in self.keywords for c in k if c.isascii())
+            flags = flag_patterns(keyword_ascii)
+            # When keywords contain ASCII, a message with a character normalisation would turn into a
+            # keyword character (ＶＩＰ, VIP for vip) is normalised before its one scan: one regex search
+            # instead of a scan that would be flagged and done again.
+            foldable = "".join(c for c, image in _FOLDED.items() if image in keyword_ascii)
+            if foldable:
+                self._foldable_search = re.compile(f"[{re.escape(foldable)}]").search
+            # Bytes automaton over UTF-8: the bytes API takes the encoded message as it is, without the
+            # conversion of byte offsets to character offsets the str API makes (only "position 0"
+            # matters here).
+            automaton = ahocorasick_rs.BytesAhoCorasick([*flags, *(k.encode("utf-8") for k in self.keywords)],
                                                         matchkind=ahocorasick_rs.MATCHKIND_STANDARD,
                                                         implementation=ahocorasick_rs.Implementation.ContiguousNFA)
             self._find = automaton.find_matches_as_indexes
+        self._flags = len(flags)
+        # Per automaton pattern (None for the flags): the keyword's entries, its best rule, how a hit is
+        # judged (QUICK, QUICK_AT_START or SLOW — one byte per pattern, compact memory rather than
+        # thousands of scattered rule objects), and the best rule when a hit anywhere settles it (QUICK).
+        pad: list[Any] = [None] * self._flags
+        self._entries: list[tuple[tuple[CompiledRule, bool], ...]] = [*pad, *(tuple(keyword_entries[k])
+                                                                              for k in self.keywords)]
+        self._best: list[CompiledRule] = [*pad, *(keyword_entries[k][0][0] for k in self.keywords)]
+        self._quick = bytearray(self._flags) + bytearray(
+            (QUICK_AT_START if entries[0][1] else QUICK) if entries[0][0].unconditional else SLOW
+            for entries in (keyword_entries[k] for k in self.keywords))
+        self._quick_rule: list[CompiledRule | None] = [rule if quick == QUICK else None
+                                                       for rule, quick in zip(self._best, self._quick, strict=True)]
+        # Only contains/starts_with rules (the usual rule set): match() scans the message as it arrived.
+        self._keywords_only = self._find is not None and not self._exact and not self._regex
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -340,27 +472,70 @@ class RuleBook:
         """The rule that answers ``text`` received on ``channel`` at ``at`` (now when None), or None."""
         if len(text) > MAX_INPUT_CHARS:
             text = text[:MAX_INPUT_CHARS]
-        # normalize(text), inlined for the two common forms (a call less per message).
-        if text.isascii():
-            s = text.lower()
-            if " " in s or not s.isprintable():
-                s = " ".join(s.split())
-        else:
-            first = _UNSTABLE.search(text)
-            if first is None:
-                s = text
-            elif _NOT_FAST.search(text, first.start()) is None:
-                s = _nfkd("NFKD", text).lower()
-            else:
-                s = normalize_reference(text)
-            if " " in s:
-                s = " ".join(s.split())
-        return self.match_normalized(s, channel, at)
+        if self._keywords_only:
+            if self._foldable_search is not None and self._foldable_search(text) is not None:
+                return self._match_utf8(normalize_utf8(text), channel, at)
+            # Scan the message as it arrived (leading spaces stripped when position 0 matters). When
+            # the scan finds no flag pattern, normalising could not change which keywords the message
+            # contains nor whether one is at position 0 (flag_patterns): its hits are the answer.
+            hits = self._find(raw := (text.lstrip(_WHITESPACE_FAST) if self._anchored else text).encode(), True)
+            if hits:
+                if len(hits) > 1:
+                    hits.sort()  # by pattern index, then position: the best candidate first
+                rule = self._quick_rule[hits[0][0]]  # None for a flag, or for a hit that needs judging
+                if rule is not None:
+                    return rule
+                return self._match_hits(text, raw, hits, channel, at)
+            return None
+        s = normalize(text)
+        return self._match_normalized(s, channel, at, None) if s else None
+
+    def _match_hits(self, text: str, raw: bytes, hits: list[tuple[int, int, int]], channel: str,
+                    at: dt.datetime | None) -> CompiledRule | None:
+        """:meth:`match` once the scan of the message as it arrived (``raw``) gave ``hits`` (sorted) and the
+        first one is not settled at once: a keyword hit to judge, or a flag — then the message is
+        normalised and scanned again (unless normalisation leaves it alone: an emoji, say)."""
+        idx, start, _end = hits[0]
+        if idx >= self._flags:
+            return self._judge(hits, idx, start, None, channel, at)
+        normalized = normalize_utf8(text)
+        if normalized == raw:
+            return self._keyword_winner(hits, None, channel, at)
+        return self._match_utf8(normalized, channel, at)
+
+    def _match_utf8(self, normalized: bytes, channel: str, at: dt.datetime | None) -> CompiledRule | None:
+        """The winner of a keywords-only rule set for a message normalised beforehand (UTF-8)."""
+        hits = self._find(normalized, True)
+        if not hits:
+            return None
+        if len(hits) > 1:
+            hits.sort()
+        rule = self._quick_rule[hits[0][0]]
+        if rule is not None:
+            return rule
+        return self._keyword_winner(hits, None, channel, at)
 
     def match_normalized(self, s: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
         """:meth:`match` for a text already normalised (``normalize(text) == text``)."""
-        if not s:
+        if self._keywords_only:
+            hits = self._find(s.encode(), True)
+            if hits:
+                if len(hits) > 1:
+                    hits.sort()
+                rule = self._quick_rule[hits[0][0]]
+                if rule is not None:
+                    return rule
+                idx, start, _end = hits[0]
+                if idx >= self._flags:
+                    return self._judge(hits, idx, start, None, channel, at)
+                return self._match_normalized(s, channel, at, hits)
             return None
+        return self._match_normalized(s, channel, at, None) if s else None
+
+    def _match_normalized(self, s: str, channel: str, at: dt.datetime | None,
+                          hits: list[tuple[int, int, int]] | None) -> CompiledRule | None:
+        """The general path of :meth:`match_normalized` (``s`` not empty): exact keywords, the
+        automaton (``hits`` when ``s`` was scanned already), regex rules."""
         best: CompiledRule | None = None
         if self._exact:
             exact = self._exact.get(s)
@@ -369,20 +544,31 @@ class RuleBook:
                     if rule.unconditional or rule.applies(channel, at, self.tz):
                         best = rule
                         break
-        find = self._find
-        if find is not None:
-            hits = find(s.encode("utf-8"), True)
-            if hits:
-                idx, start, _end = hits[0] if len(hits) == 1 else min(hits)
-                quick = self._quick[idx]
-                if quick == QUICK or (quick == QUICK_AT_START and start == 0):
-                    if best is None or self._best[idx].order < best.order:
-                        best = self._best[idx]
-                elif best is None or self._best[idx].order < best.order:
-                    best = self._scan(sorted(hits), best, channel, at)
+        if self._find is not None:
+            best = self._keyword_winner(self._find(s.encode(), True) if hits is None else hits, best, channel, at)
         if self._regex:
             best = self._match_regex(s, best, channel, at)
         return best
+
+    def _keyword_winner(self, hits: list[tuple[int, int, int]], best: CompiledRule | None, channel: str,
+                        at: dt.datetime | None) -> CompiledRule | None:
+        """The winner among the keyword hits of a scan (flags left out) and ``best``."""
+        flags = self._flags
+        hits = sorted(h for h in hits if h[0] >= flags)
+        if hits:
+            idx, start, _end = hits[0]
+            if best is None or self._best[idx].order < best.order:
+                return self._judge(hits, idx, start, best, channel, at)
+        return best
+
+    def _judge(self, hits: list[tuple[int, int, int]], idx: int, start: int, best: CompiledRule | None,
+               channel: str, at: dt.datetime | None) -> CompiledRule | None:
+        """The winner among keyword ``hits`` (sorted, no flag among them) and ``best``, knowing that
+        ``(idx, start)`` is the first hit and that its keyword's best rule beats ``best``."""
+        quick = self._quick[idx]
+        if quick == QUICK or (quick == QUICK_AT_START and start == 0):
+            return self._best[idx]
+        return self._scan(hits, best, channel, at)
 
     def _match_regex(self, s: str, best: CompiledRule | None, channel: str,
                      at: dt.datetime | None) -> CompiledRule | None:
