@@ -14,16 +14,7 @@ from hypothesis import strategies as st
 from shequn.conversations import matching
 from shequn.conversations.matching import RuleBook, RuleSpec, flag_patterns, normalize, normalize_reference
 
-TZ = "Asia/Shanghai"
-
-
-def spec(id: int, match_type: str, patterns: list[str], *, priority: int = 100, **kw) -> RuleSpec:
-    return RuleSpec(id=id, name=f"r{id}", match_type=match_type, patterns=patterns, priority=priority,
-                    reply_type="text", reply={"content": f"reply {id}"}, **kw)
-
-
-def book(*specs: RuleSpec) -> RuleBook:
-    return RuleBook(specs, timezone=TZ)
+from .test_matching import TZ, book, spec
 
 
 def oracle(specs: list[RuleSpec], text: str, channel: str = "wechat") -> int | None:
