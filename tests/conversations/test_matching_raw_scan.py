@@ -138,6 +138,23 @@ def test_chinese_keywords_match_raw_messages_with_full_width_punctuation():
     assert winner(b, "我的会员卡积分？", "sms") == 2 and winner(b, "我的会员卡积分？", "wechat") == 1
 
 
+def test_a_rule_for_some_channels_settles_at_once_on_them_only():
+    windows = [{"days": [1, 2, 3, 4, 5, 6, 7], "start": "09:00", "end": "18:00"}]
+    b = book(spec(1, "contains", ["会员卡"], priority=1, channels=["sms"]), spec(2, "contains", ["积分"], priority=2),
+             spec(3, "starts_with", ["你好"], priority=3), spec(4, "contains", ["营业"], priority=4, windows=windows))
+    first = b._flags
+    sms, wechat = b.settled("sms"), b.settled("wechat")
+    assert [r.id if r else None for r in sms[first:]] == [1, 2, None, None]
+    assert [r.id if r else None for r in wechat[first:]] == [None, 2, None, None]
+    assert b.settled("sms") is sms  # kept per channel
+    assert winner(b, "会员卡积分", "sms") == 1 and winner(b, "会员卡积分", "wechat") == 2
+    assert winner(b, "会员卡", "wechat") is None
+    for i in range(matching.MAX_CHANNEL_TABLES):
+        b.settled(f"channel-{i}")
+    assert b.settled("one-too-many") is b._quick_rule  # past the bound: the unconditional table serves
+    assert winner(b, "会员卡积分", "one-too-many") == 2 and winner(b, "会员卡积分", "sms") == 1
+
+
 def test_long_messages_are_cut_before_matching():
     b = book(spec(1, "contains", ["积分"]))
     prefix = "好" * (matching.MAX_INPUT_CHARS - 1)

@@ -41,7 +41,7 @@ import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -57,6 +57,9 @@ MAX_INPUT_CHARS = 2000
 """Only the first 2,000 characters of a message are matched (WeChat text messages are shorter)."""
 
 MINUTES_PER_DAY = 24 * 60
+
+MAX_CHANNEL_TABLES = 16
+"""Channels a rule set keeps a table of settled hits for (:meth:`RuleBook.settled`)."""
 
 EXACT = "exact"
 CONTAINS = "contains"
@@ -462,33 +465,104 @@ class RuleBook:
             for entries in (keyword_entries[k] for k in self.keywords))
         self._quick_rule: list[CompiledRule | None] = [rule if quick == QUICK else None
                                                        for rule, quick in zip(self._best, self._quick, strict=True)]
+        self._settled_tables: dict[str, list[CompiledRule | None]] = {}
         # Only contains/starts_with rules (the usual rule set): match() scans the message as it arrived.
         self._keywords_only = self._find is not None and not self._exact and not self._regex
+        if self._keywords_only:
+            self.match = self._raw_matcher()  # type: ignore[method-assign]
 
     def __len__(self) -> int:
         return len(self.rules)
 
+    def settled(self, channel: str) -> list[CompiledRule | None]:
+        """Per automaton pattern, the rule that a hit of it answers with at once on ``channel``, or None
+        (a flag, or a hit to judge): its keyword's best rule when that rule may answer on ``channel``
+        without a time window and anywhere in the message. The best hit of a scan (lowest pattern
+        index) settled this way is the winner, as no other hit has a better rule.
+
+        A rule limited to some channels is thus as quick as an unconditional one. Built on the first
+        message of each channel and kept (a workspace speaks on a few channels; past
+        :data:`MAX_CHANNEL_TABLES` the table of unconditional rules serves)."""
+        table = self._settled_tables.get(channel)
+        if table is not None:
+            return table
+        if len(self._settled_tables) >= MAX_CHANNEL_TABLES:
+            return self._quick_rule
+        table = [None if entries is None or entries[0][1] or entries[0][0].windows
+                 or (entries[0][0].channels is not None and channel not in entries[0][0].channels)
+                 else entries[0][0] for entries in self._entries]
+        self._settled_tables[channel] = table
+        return table
+
     def match(self, text: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
-        """The rule that answers ``text`` received on ``channel`` at ``at`` (now when None), or None."""
+        """The rule that answers ``text`` received on ``channel`` at ``at`` (now when None), or None.
+
+        A keywords-only rule set replaces this method, per instance, by the function
+        :meth:`_raw_matcher` builds for it: the same answer, with fewer steps per message."""
         if len(text) > MAX_INPUT_CHARS:
             text = text[:MAX_INPUT_CHARS]
-        if self._keywords_only:
-            if self._foldable_search is not None and self._foldable_search(text) is not None:
-                return self._match_utf8(normalize_utf8(text), channel, at)
-            # Scan the message as it arrived (leading spaces stripped when position 0 matters). When
-            # the scan finds no flag pattern, normalising could not change which keywords the message
-            # contains nor whether one is at position 0 (flag_patterns): its hits are the answer.
-            hits = self._find(raw := (text.lstrip(_WHITESPACE_FAST) if self._anchored else text).encode(), True)
-            if hits:
-                if len(hits) > 1:
-                    hits.sort()  # by pattern index, then position: the best candidate first
-                rule = self._quick_rule[hits[0][0]]  # None for a flag, or for a hit that needs judging
-                if rule is not None:
-                    return rule
-                return self._match_hits(text, raw, hits, channel, at)
-            return None
         s = normalize(text)
         return self._match_normalized(s, channel, at, None) if s else None
+
+    def _raw_matcher(self) -> Callable[..., CompiledRule | None]:
+        """:meth:`match` for a rule set of contains/starts_with rules only (the usual one): the message
+        is scanned as it arrived (leading spaces stripped when position 0 matters). When the scan finds
+        no flag pattern, normalising could not change which keywords the message contains nor whether
+        one is at position 0 (:func:`flag_patterns`): its hits are the answer.
+
+        A closure over what it needs, specialised to the rule set (ASCII keywords or not, starts_with
+        keywords or not): a message costs one call, one encode, one scan and a list lookup, which keeps
+        the engine near the raw automaton (docs/benchmarks.md)."""
+        find, settle, tables, settled = self._find, self._match_hits, self._settled_tables, self.settled
+        match_utf8, foldable = self._match_utf8, self._foldable_search
+        limit, spaces = MAX_INPUT_CHARS, _WHITESPACE_FAST
+
+        def after_scan(text: str, raw: bytes, hits: list[tuple[int, int, int]], channel: str,
+                       at: dt.datetime | None) -> CompiledRule | None:
+            if len(hits) > 1:
+                hits.sort()  # by pattern index, then position: the best candidate first
+            try:
+                table = tables[channel]
+            except KeyError:
+                table = settled(channel)
+            rule = table[hits[0][0]]  # None: a flag, or a hit to judge
+            if rule is not None:
+                return rule
+            return settle(text, raw, hits, channel, at)
+
+        if foldable is None and not self._anchored:
+            def match(text: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
+                if len(text) > limit:
+                    text = text[:limit]
+                raw = text.encode()
+                hits = find(raw, True)
+                if not hits:
+                    return None
+                if len(hits) > 1:
+                    hits.sort()
+                try:
+                    table = tables[channel]
+                except KeyError:
+                    table = settled(channel)
+                rule = table[hits[0][0]]
+                if rule is not None:
+                    return rule
+                return settle(text, raw, hits, channel, at)
+            return match
+
+        anchored = self._anchored
+
+        def match_general(text: str, channel: str, at: dt.datetime | None = None) -> CompiledRule | None:
+            if len(text) > limit:
+                text = text[:limit]
+            # A message with a character normalisation would turn into a keyword character (ＶＩＰ, VIP
+            # for vip) is normalised before its one scan.
+            if foldable is not None and foldable(text) is not None:
+                return match_utf8(normalize_utf8(text), channel, at)
+            raw = (text.lstrip(spaces) if anchored else text).encode()
+            hits = find(raw, True)
+            return after_scan(text, raw, hits, channel, at) if hits else None
+        return match_general
 
     def _match_hits(self, text: str, raw: bytes, hits: list[tuple[int, int, int]], channel: str,
                     at: dt.datetime | None) -> CompiledRule | None:
@@ -510,7 +584,7 @@ class RuleBook:
             return None
         if len(hits) > 1:
             hits.sort()
-        rule = self._quick_rule[hits[0][0]]
+        rule = self.settled(channel)[hits[0][0]]
         if rule is not None:
             return rule
         return self._keyword_winner(hits, None, channel, at)
@@ -522,7 +596,7 @@ class RuleBook:
             if hits:
                 if len(hits) > 1:
                     hits.sort()
-                rule = self._quick_rule[hits[0][0]]
+                rule = self.settled(channel)[hits[0][0]]
                 if rule is not None:
                     return rule
                 idx, start, _end = hits[0]
