@@ -78,3 +78,35 @@ def test_a_lock_held_past_the_timeout_is_still_an_error(tmp_path):
     db.close()
     holder.execute("ROLLBACK")
     holder.close()
+
+
+def test_requests_leave_checkpoints_to_the_worker(tmp_path, monkeypatch):
+    """A connection of a request-serving process checkpoints the log only past the backstop; once a
+    process has become the worker (take_checkpoints), its new connections checkpoint at SQLite's usual
+    length, after their own commits."""
+    from shequn.core.sqlite import base
+
+    monkeypatch.setattr(base, "_autocheckpoint_pages", base.BACKSTOP_PAGES)
+    web = _wrapper(tmp_path / "db.sqlite3", timeout=5)
+    web.ensure_connection()
+    assert web.connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == base.BACKSTOP_PAGES
+    base.take_checkpoints()
+    worker = _wrapper(tmp_path / "db.sqlite3", timeout=5)
+    worker.ensure_connection()
+    assert worker.connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == base.WORKER_PAGES == 1000
+    assert web.connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == base.BACKSTOP_PAGES
+    web.close()
+    worker.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_command_takes_the_checkpoints(monkeypatch):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from shequn.core.sqlite import base
+
+    monkeypatch.setattr(base, "_autocheckpoint_pages", base.BACKSTOP_PAGES)
+    call_command("shequn_worker", "--batch", "--no-scheduler", stdout=StringIO())
+    assert base.autocheckpoint_pages() == base.WORKER_PAGES
