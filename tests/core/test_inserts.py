@@ -63,3 +63,44 @@ def test_models_it_cannot_insert_faithfully_are_refused(account, monkeypatch):
     saved = inserts.insert_new(_message(account, "k3"))
     with pytest.raises(ValueError, match="primary key"):
         inserts.insert_new(saved)
+
+
+def _task_rows():
+    return list(DBTaskResult.objects.filter(task_path="shequn.channels.tasks.record_inbound").values_list("args_kwargs", flat=True))
+
+
+def test_a_row_and_its_task_are_stored_together(account):
+    from shequn.channels import tasks
+    from shequn.core.tasks import insert_with_task
+
+    with transaction.atomic():
+        record = insert_with_task(_message(account, "t1"), tasks.record_inbound)
+    assert record.pk is not None and not record._state.adding
+    assert _task_rows() == [{"args": [record.pk], "kwargs": {}}]
+    stored = DBTaskResult.objects.get(task_path="shequn.channels.tasks.record_inbound")
+    assert stored.status == "READY" and stored.queue_name == "default" and stored.run_after.year == 9999
+    assert InboundMessage.objects.get(pk=record.pk).payload == {"Content": "积分", "n": 1.5}
+
+
+def test_a_rolled_back_transaction_keeps_neither(account):
+    from shequn.channels import tasks
+    from shequn.core.tasks import insert_with_task
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        insert_with_task(_message(account, "t2"), tasks.record_inbound)
+        raise Abort
+    assert _task_rows() == [] and not InboundMessage.objects.filter(dedup_key="t2").exists()
+
+
+def test_a_duplicate_row_enqueues_nothing(account):
+    from shequn.channels import tasks
+    from shequn.core.tasks import insert_with_task
+
+    with transaction.atomic():
+        first = insert_with_task(_message(account, "t3"), tasks.record_inbound)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_with_task(_message(account, "t3"), tasks.record_inbound)
+    assert _task_rows() == [{"args": [first.pk], "kwargs": {}}]

@@ -235,8 +235,7 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
     task does it once the row has committed (:func:`record_inbound`; on the database queue the task
     row is written in the same transaction), and the ``channels.record_pending`` sweep catches any
     message whose task was lost (:func:`record_pending`)."""
-    from shequn.core.inserts import insert_new
-    from shequn.core.tasks import enqueue_atomically
+    from shequn.core.tasks import insert_with_task
 
     from . import tasks
 
@@ -250,13 +249,12 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
         try:
             with settings_cache.scope(), transaction.atomic():
                 reply = compute_reply(account, message)
-                record = insert_new(InboundMessage(
+                record = insert_with_task(InboundMessage(
                     workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
                     event=message.event, from_user=message.from_user, to_user=message.to_user,
                     reply_type=reply.kind if reply is not None else "",
                     reply_content=reply.content if reply is not None else "",
-                    reply_meta=_reply_meta(reply), payload=message.to_payload()))
-                enqueue_atomically(tasks.record_inbound, record.pk)
+                    reply_meta=_reply_meta(reply), payload=message.to_payload()), tasks.record_inbound)
                 return Processed(reply=reply, record=record, replayed=False)
         except IntegrityError:
             # A concurrent delivery of the same message committed first: the next pass finds it.

@@ -26,7 +26,9 @@ M = TypeVar("M", bound=Model)
 _statements: dict[tuple[type[Model], str], tuple[str, list[Any], Any]] = {}
 
 
-def _statement(model: type[Model], alias: str) -> tuple[str, list[Any], Any]:
+def statement_for(model: type[Model], alias: str) -> tuple[str, list[Any], Any]:
+    """``(sql, fields, auto)``: the ``INSERT`` of one ``model`` row on database ``alias`` (parameters in
+    the order of ``fields``; ``RETURNING`` the auto primary key ``auto``, when there is one)."""
     if model.save is not Model.save:
         raise TypeError(f"{model.__name__} overrides save(): insert it with the ORM")
     connection = connections[alias]
@@ -55,7 +57,7 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
         model = type(obj)
         if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
             raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
-        entry = _statements[key] = _statement(model, using)
+        entry = _statements[key] = statement_for(model, using)
     sql, fields, auto = entry
     if auto is not None and getattr(obj, auto.attname) is not None:
         raise ValueError(f"{type(obj).__name__}: the database assigns the primary key of a new row")

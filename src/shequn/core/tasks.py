@@ -48,6 +48,7 @@ __all__ = [
     "PeriodicDefinition",
     "enqueue_atomically",
     "enqueue_on_commit",
+    "insert_with_task",
     "register_periodic",
     "run_due_periodic",
     "sync_periodic_schedules",
@@ -144,17 +145,12 @@ def enqueue_atomically(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
 _validated_tasks: set[tuple[Any, ...]] = set()
 
 
-def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """The row ``backend.enqueue()`` writes for ``task(*args, **kwargs)``, inserted with a prepared
-    statement (``core.inserts``): on the WeChat endpoint the ORM's ``create()`` and the result object
-    built for the ``task_enqueued`` signal were a fifth of the answer time. The task is validated
-    against its backend once per process; the signal, whose only receiver is django_tasks' debug log
-    line, is replaced by that log line; the model's one ``pre_save`` receiver (``run_after`` None →
-    the far future) is done here."""
+def _task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The unsaved row ``backend.enqueue()`` would write for ``task(*args, **kwargs)``. The task is
+    validated against its backend once per process; the model's one ``pre_save`` receiver
+    (``run_after`` None → the far future) is done here."""
     from django_tasks.utils import normalize_json
     from django_tasks_db.models import DBTaskResult, get_date_max
-
-    from .inserts import insert_new
 
     key = (task.func, task.priority, task.queue_name, task.run_after, backend.alias)
     if key not in _validated_tasks:
@@ -162,11 +158,84 @@ def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], 
         if len(_validated_tasks) >= 1024:
             _validated_tasks.clear()
         _validated_tasks.add(key)
-    row = DBTaskResult(id=backend._get_id(), args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
-                       priority=task.priority, task_path=task.module_path, queue_name=task.queue_name,
-                       run_after=task.run_after or get_date_max(), backend_name=backend.alias)
+    return DBTaskResult(id=backend._get_id(), args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
+                        priority=task.priority, task_path=task.module_path, queue_name=task.queue_name,
+                        run_after=task.run_after or get_date_max(), backend_name=backend.alias)
+
+
+def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """The row ``backend.enqueue()`` writes for ``task(*args, **kwargs)``, inserted with a prepared
+    statement (``core.inserts``): on the WeChat endpoint the ORM's ``create()`` and the result object
+    built for the ``task_enqueued`` signal were a fifth of the answer time. The signal, whose only
+    receiver is django_tasks' debug log line, is replaced by that log line."""
+    from .inserts import insert_new
+
+    row = _task_row(backend, task, args, kwargs)
     insert_new(row, receivers_done=True)
     logger.debug("Task id=%s path=%s enqueued backend=%s", row.id, task.module_path, backend.alias)
+
+
+
+def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
+    """Insert the new row ``obj`` and enqueue ``task(obj.pk)`` as part of the current transaction (as
+    :func:`enqueue_atomically` does); returns ``obj``, saved.
+
+    On PostgreSQL with the database queue this is one statement — the row's ``INSERT … RETURNING``
+    feeding the task row's ``INSERT`` in a data-modifying ``WITH`` — so storing a message and its
+    processing costs one round trip to the server, not two. Elsewhere: ``insert_new`` (``core.inserts``)
+    then :func:`enqueue_atomically`."""
+    from django.db import DEFAULT_DB_ALIAS, connection, router
+    from django_tasks_db.backend import DatabaseBackend
+    from django_tasks_db.models import DBTaskResult
+
+    from .inserts import insert_new
+
+    backend = task.get_backend()
+    if not (connection.vendor == "postgresql" and connection.in_atomic_block and isinstance(backend, DatabaseBackend)
+            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS and router.db_for_write(type(obj)) == DEFAULT_DB_ALIAS):
+        insert_new(obj)
+        enqueue_atomically(task, obj.pk)
+        return obj
+    row = _task_row(backend, task, (0,), {})
+    sql, fields, task_fields, auto = _pair_statement(type(obj))
+    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in task_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        setattr(obj, auto.attname, cursor.fetchone()[0])
+    obj._state.adding = False
+    obj._state.db = DEFAULT_DB_ALIAS
+    logger.debug("Task id=%s path=%s enqueued backend=%s", row.id, task.module_path, backend.alias)
+    return obj
+
+
+_pair_statements: dict[type, tuple[str, list[Any], list[Any], Any]] = {}
+
+
+def _pair_statement(model: type) -> tuple[str, list[Any], list[Any], Any]:
+    """The ``WITH`` statement of :func:`insert_with_task` for ``model`` (PostgreSQL), built once."""
+    cached = _pair_statements.get(model)
+    if cached is not None:
+        return cached
+    from django.db import connection
+    from django_tasks_db.models import DBTaskResult
+
+    from .inserts import statement_for
+
+    first, fields, auto = statement_for(model, connection.alias)
+    if auto is None:
+        raise TypeError(f"{model.__name__} has no database-assigned primary key to give the task")
+    quote = connection.ops.quote_name
+    meta = DBTaskResult._meta
+    task_fields = [f for f in meta.local_concrete_fields if f.name != "args_kwargs"]
+    columns = ", ".join([*(quote(f.column) for f in task_fields), quote(meta.get_field("args_kwargs").column)])
+    values = ", ".join([*(["%s"] * len(task_fields)),
+                        f"jsonb_build_object('args', jsonb_build_array(stored.{quote(auto.column)}), 'kwargs', '{{}}'::jsonb)"])
+    # Identifiers come from the models' metadata, quoted by the backend; every value is a parameter.
+    sql = (f"WITH stored AS ({first}), queued AS (INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+           f"SELECT {values} FROM stored) SELECT {quote(auto.column)} FROM stored")
+    built = _pair_statements[model] = (sql, fields, task_fields, auto)
+    return built
 
 
 # --------------------------------------------------------------------------------------------------
