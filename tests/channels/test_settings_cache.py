@@ -91,16 +91,17 @@ def test_a_message_of_a_known_follower_reads_no_settings(wechat):
     assert reply.content == "今日奶茶第二杯半价"
     print("\n".join(f"{o} | {sql[:120]}" for o, sql in fast.queries))
     _no_settings_read(fast.queries)
-    # account, versions, savepoint, the message's insert and the recording task's insert (the database
-    # queue writes it in the same transaction; one statement on PostgreSQL), release (the test's
-    # transaction makes the savepoints)
+    # the account with the versions, savepoint, the message's insert and the recording task's insert
+    # (the database queue writes it in the same transaction; one statement on PostgreSQL), release (the
+    # test's transaction makes the savepoints)
+    assert "interactions_touchpointsversion" in fast.queries[0][1], fast.queries[0]
     if connection.vendor == "postgresql":
-        assert len(fast.queries) == 5, fast.queries
+        assert len(fast.queries) == 4, fast.queries
         [stored] = [sql for _o, sql in fast.queries if sql.startswith("WITH stored AS (INSERT")]
         assert 'INSERT INTO "channels_inboundmessage"' in stored
         assert 'INSERT INTO "django_tasks_database_dbtaskresult"' in stored
     else:
-        assert len(fast.queries) == 6, fast.queries
+        assert len(fast.queries) == 5, fast.queries
         inserts = [sql.split('"')[1] for _o, sql in fast.queries if sql.startswith("INSERT")]
         assert inserts == ["channels_inboundmessage", "django_tasks_database_dbtaskresult"], inserts
 
@@ -214,3 +215,36 @@ def test_admin_edits_change_the_versions(ws):
     assert interactions.touchpoint_ids(ws) == {"counter": tp.pk}
     TouchpointAdmin(Touchpoint, django_admin.site).delete_queryset(None, Touchpoint.objects.filter(pk=tp.pk))
     assert interactions.touchpoint_ids(ws) == {}
+
+
+def test_the_account_of_a_message_is_the_account_with_its_versions(ws, wechat):
+    """account_for_message reads what account_by_endpoint_key and cache.versions read, in one query:
+    every field the same (converted as the ORM converts it), the workspace attached, the scope primed."""
+    from shequn.channels import queries
+
+    account, _server = wechat
+    expected = queries.account_by_endpoint_key(account.endpoint_key)
+    with cache.scope():
+        with CaptureQueriesContext(connection) as one:
+            got = queries.account_for_message(account.endpoint_key)
+            primed = cache.versions(ws.pk)
+        assert len(one.captured_queries) == 1
+    fresh = cache.versions(ws.pk)
+    assert primed == fresh
+    for field in type(expected)._meta.concrete_fields:
+        assert getattr(got, field.attname) == getattr(expected, field.attname), field.attname
+    for field in type(ws)._meta.concrete_fields:
+        assert getattr(got.workspace, field.attname) == getattr(expected.workspace, field.attname), field.attname
+    assert got.credentials() == expected.credentials()
+    assert queries.account_for_message("no-such-key") is None and queries.account_for_message("") is None
+
+
+def test_the_account_alone_reads_no_versions(ws, wechat):
+    from shequn.channels import queries
+
+    account, _server = wechat
+    with cache.scope(), CaptureQueriesContext(connection) as seen:
+        got = queries.account_for_message(account.endpoint_key, with_versions=False)
+        assert got.pk == account.pk and got.workspace.pk == ws.pk
+        cache.versions(ws.pk)  # not primed: read now
+    assert len(seen.captured_queries) == 2 and "touchpointsversion" not in seen.captured_queries[0]["sql"]

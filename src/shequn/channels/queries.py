@@ -29,6 +29,86 @@ def account_by_endpoint_key(endpoint_key: str) -> WeChatAccount | None:
     return WeChatAccount.objects.select_related("workspace").filter(endpoint_key=endpoint_key).first()
 
 
+def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeChatAccount | None:
+    """:func:`account_by_endpoint_key` for a message pushed by WeChat: the same account with its
+    workspace, from a query built once (not compiled by the ORM per message), and — ``with_versions``
+    — the workspace's settings versions read by the same query into the current settings scope
+    (``core.cache.prime``), so the answer makes one query fewer (ADR 0005)."""
+    if not endpoint_key:
+        return None
+    from django.db import DEFAULT_DB_ALIAS, connection
+
+    from shequn.core import cache as settings_cache
+
+    sql, account_fields, workspace_fields = _account_sql(with_versions)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [endpoint_key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n_account, n_workspace = len(account_fields), len(workspace_fields)
+
+    def converted(fields: list[tuple[str, list, object]], values: tuple) -> list:
+        out = []
+        for (_name, converters, expression), value in zip(fields, values, strict=True):
+            for convert in converters:
+                value = convert(value, expression, connection)
+            out.append(value)
+        return out
+
+    account = WeChatAccount.from_db(DEFAULT_DB_ALIAS, [f[0] for f in account_fields],
+                                    converted(account_fields, row[:n_account]))
+    workspace = Workspace.from_db(DEFAULT_DB_ALIAS, [f[0] for f in workspace_fields],
+                                  converted(workspace_fields, row[n_account:n_account + n_workspace]))
+    WeChatAccount._meta.get_field("workspace").set_cached_value(account, workspace)
+    if with_versions:
+        rest = row[n_account + n_workspace:]
+        settings_cache.prime(workspace.pk, rest[0], rest[1:])
+    return account
+
+
+_account_sql_cache: dict[object, tuple[str, list, list]] = {}
+
+
+def _account_sql(with_versions: bool) -> tuple[str, list, list]:
+    """The query of :func:`account_for_message` and, per selected field, its attribute name, the
+    converters the ORM would apply to its value and their expression; built once per process."""
+    from django.db import connection
+
+    from shequn.core import cache as settings_cache
+
+    key = (connection.vendor, with_versions, settings_cache.sources_key())
+    cached = _account_sql_cache.get(key)
+    if cached is not None:
+        return cached
+    qn = connection.ops.quote_name
+    account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
+    account_table, workspace_table = qn(account_meta.db_table), qn(workspace_meta.db_table)
+
+    def selected(meta, table_alias: str) -> list[tuple[str, list, object]]:
+        out = []
+        for f in meta.concrete_fields:
+            col = f.get_col(table_alias)
+            out.append((f.attname, connection.ops.get_db_converters(col) + col.get_db_converters(connection), col))
+        return out
+
+    account_fields = selected(account_meta, account_meta.db_table)
+    workspace_fields = selected(workspace_meta, workspace_meta.db_table)
+    ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
+    columns = [*(f"{account_table}.{qn(account_meta.get_field(name).column)}" for name in
+                 (f.name for f in account_meta.concrete_fields)),
+               *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
+    if with_versions:
+        columns += [f"{workspace_table}.{qn(workspace_meta.get_field('created_at').column)}",
+                    *settings_cache.version_columns(ws_id)]
+    # Only quoted table and column names of the models go into the text; the key is a parameter.
+    sql = (f"SELECT {', '.join(columns)} FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
+           f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
+           f"WHERE {account_table}.{qn(account_meta.get_field('endpoint_key').column)} = %s")
+    built = _account_sql_cache[key] = (sql, account_fields, workspace_fields)
+    return built
+
+
 def server_path(account: WeChatAccount) -> str:
     """The path of the account's server URL (服务器地址), e.g. ``/wechat/<endpoint_key>/``."""
     return reverse("wechat:endpoint", kwargs={"endpoint_key": account.endpoint_key})

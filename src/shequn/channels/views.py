@@ -39,7 +39,7 @@ def endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
 
 
 def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
-    account = queries.account_by_endpoint_key(endpoint_key)
+    account = queries.account_for_message(endpoint_key)
     if account is None:
         return HttpResponse(_("unknown server URL"), status=404, content_type="text/plain; charset=utf-8")
     creds = account.credentials()

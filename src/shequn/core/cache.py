@@ -63,6 +63,29 @@ def bump(model: type[models.Model], workspace_id: int, field: str = "version") -
     return value
 
 
+def version_columns(outer_workspace_id: str) -> list[str]:
+    """SQL expressions reading every registered version, one scalar subquery per column, for the
+    workspace whose id is ``outer_workspace_id`` — ``%s`` (a parameter) or a quoted column of an outer
+    query. Another query that selects them reads the versions with its own row (:func:`prime`).
+    Only quoted table and column names of the models go into the text."""
+    from django.db import connection
+
+    qn = connection.ops.quote_name
+    parts = []
+    for model, fields in _sources.values():
+        ws_column = qn(model._meta.get_field("workspace").column)
+        table = qn(model._meta.db_table)
+        for f in fields:
+            column = qn(model._meta.get_field(f).column)
+            parts.append(f"(SELECT {column} FROM {table} WHERE {ws_column} = {outer_workspace_id})")  # noqa: S608
+    return parts
+
+
+def sources_key() -> tuple[Any, ...]:
+    """Changes when a version source is registered: the key of SQL built from :func:`version_columns`."""
+    return tuple((n, m, f) for n, (m, f) in _sources.items())
+
+
 def _versions_sql() -> tuple[str, int]:
     """The one query that reads every registered version of a workspace (and its creation time):
     built once per process from the models' table and column names, so a message pays for running
@@ -71,17 +94,12 @@ def _versions_sql() -> tuple[str, int]:
 
     from shequn.core.models import Workspace
 
-    key = (connection.vendor, tuple((n, m, f) for n, (m, f) in _sources.items()))
+    key = (connection.vendor, sources_key())
     cached = _sql_cache.get(key)
     if cached is not None:
         return cached
     qn = connection.ops.quote_name
-    parts = [qn(Workspace._meta.get_field("created_at").column)]
-    for model, fields in _sources.values():
-        ws_column = model._meta.get_field("workspace").column
-        for f in fields:
-            column, table = qn(model._meta.get_field(f).column), qn(model._meta.db_table)
-            parts.append(f"(SELECT {column} FROM {table} WHERE {qn(ws_column)} = %s)")  # noqa: S608
+    parts = [qn(Workspace._meta.get_field("created_at").column), *version_columns("%s")]
     # Only quoted table and column names from the models go into the text; the id is a parameter.
     sql = f"SELECT {', '.join(parts)} FROM {qn(Workspace._meta.db_table)} WHERE {qn(Workspace._meta.pk.column)} = %s"  # noqa: S608
     built = (sql, sql.count("%s"))
@@ -98,6 +116,27 @@ def forget(workspace_id: int) -> None:
         memo.pop(workspace_id, None)
 
 
+def _found(row: Any) -> dict[str, Any]:
+    """The versions of a row ``(created_at, *values of version_columns())``, or of no row."""
+    found: dict[str, Any] = {_CREATED: None}
+    values = iter(row[1:] if row else ())
+    for name, (_model, fields) in _sources.items():
+        got = tuple(next(values, None) for _f in fields)
+        found[name] = None if all(v is None for v in got) else (got[0] if len(got) == 1 else got)
+    if row:
+        found[_CREATED] = row[0]
+    return found
+
+
+def prime(workspace_id: int, created_at: Any, values: Any) -> None:
+    """Keep, in the current :func:`scope`, the versions of the workspace that another query read with
+    :func:`version_columns` (``values`` in their order) — that query's read counts as this scope's one
+    read. Outside a scope nothing is kept."""
+    memo = _scope.get()
+    if memo is not None:
+        memo[workspace_id] = _found((created_at, *values))
+
+
 def versions(workspace_id: int) -> dict[str, Any]:
     """The current version of every registered source for the workspace (None: no row yet), and the
     workspace's creation time: one query, made once per workspace inside a :func:`scope`."""
@@ -110,13 +149,7 @@ def versions(workspace_id: int) -> dict[str, Any]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [workspace_id] * n)
         row = cursor.fetchone()
-    found: dict[str, Any] = {_CREATED: None}
-    values = iter(row[1:] if row else ())
-    for name, (_model, fields) in _sources.items():
-        got = tuple(next(values, None) for _f in fields)
-        found[name] = None if all(v is None for v in got) else (got[0] if len(got) == 1 else got)
-    if row:
-        found[_CREATED] = row[0]
+    found = _found(row)
     if memo is not None:
         memo[workspace_id] = found
     return found
