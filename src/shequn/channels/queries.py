@@ -95,8 +95,7 @@ def _account_sql(with_versions: bool) -> tuple[str, list, list]:
     account_fields = selected(account_meta, account_meta.db_table)
     workspace_fields = selected(workspace_meta, workspace_meta.db_table)
     ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
-    columns = [*(f"{account_table}.{qn(account_meta.get_field(name).column)}" for name in
-                 (f.name for f in account_meta.concrete_fields)),
+    columns = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
                *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
     if with_versions:
         columns += [f"{workspace_table}.{qn(workspace_meta.get_field('created_at').column)}",

@@ -51,22 +51,31 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
 
     ``receivers_done``: the model has ``pre_save``/``post_save`` receivers and the caller has done
     their work itself; without it such a model is refused."""
-    key = (type(obj), using)
+    model = type(obj)
+    if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
+        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
+    key = (model, using)
     entry = _statements.get(key)
     if entry is None:
-        model = type(obj)
-        if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
-            raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
         entry = _statements[key] = statement_for(model, using)
     sql, fields, auto = entry
     if auto is not None and getattr(obj, auto.attname) is not None:
-        raise ValueError(f"{type(obj).__name__}: the database assigns the primary key of a new row")
+        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
     connection = connections[using]
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if auto is not None:
-            setattr(obj, auto.attname, cursor.fetchone()[0])
+        cursor.execute(sql, values(obj, fields, connection))
+        mark_saved(obj, using, auto, cursor.fetchone()[0] if auto is not None else None)
+    return obj
+
+
+def values(obj: Model, fields: list[Any], connection: Any) -> list[Any]:
+    """The parameters of ``obj``'s insert, field by field, as the ORM prepares them."""
+    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+
+
+def mark_saved(obj: Model, using: str, auto: Any, pk: Any) -> None:
+    """Record on ``obj`` that it is now a row of ``using`` (its auto primary key ``pk``)."""
+    if auto is not None:
+        setattr(obj, auto.attname, pk)
     obj._state.adding = False
     obj._state.db = using
-    return obj

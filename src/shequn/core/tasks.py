@@ -188,7 +188,7 @@ def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
     from django_tasks_db.backend import DatabaseBackend
     from django_tasks_db.models import DBTaskResult
 
-    from .inserts import insert_new
+    from .inserts import insert_new, mark_saved, values
 
     backend = task.get_backend()
     if not (connection.vendor == "postgresql" and connection.in_atomic_block and isinstance(backend, DatabaseBackend)
@@ -196,15 +196,11 @@ def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
         insert_new(obj)
         enqueue_atomically(task, obj.pk)
         return obj
-    row = _task_row(backend, task, (0,), {})
+    row = _task_row(backend, task, (), {})  # its args_kwargs are built in the statement, from the new id
     sql, fields, task_fields, auto = _pair_statement(type(obj))
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    params += [f.get_db_prep_save(f.pre_save(row, True), connection) for f in task_fields]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        setattr(obj, auto.attname, cursor.fetchone()[0])
-    obj._state.adding = False
-    obj._state.db = DEFAULT_DB_ALIAS
+        cursor.execute(sql, [*values(obj, fields, connection), *values(row, task_fields, connection)])
+        mark_saved(obj, DEFAULT_DB_ALIAS, auto, cursor.fetchone()[0])
     logger.debug("Task id=%s path=%s enqueued backend=%s", row.id, task.module_path, backend.alias)
     return obj
 
