@@ -52,7 +52,7 @@ def test_a_unique_violation_raises_and_leaves_the_transaction_usable(account):
 
 
 def test_models_it_cannot_insert_faithfully_are_refused(account, monkeypatch):
-    monkeypatch.setattr(inserts, "_statements", {})
+    monkeypatch.setattr(inserts, "_plans", {})
     monkeypatch.setattr(Workspace, "save", lambda self, *args, **kwargs: None)
     with pytest.raises(TypeError, match="overrides save"):
         inserts.insert_new(Workspace(slug="x", name="x"))
@@ -104,3 +104,74 @@ def test_a_duplicate_row_enqueues_nothing(account):
     with pytest.raises(IntegrityError), transaction.atomic():
         insert_with_task(_message(account, "t3"), tasks.record_inbound)
     assert _task_rows() == [{"args": [first.pk], "kwargs": {}}]
+
+
+def test_planned_values_are_the_orms_for_every_field_and_value_kind(account):
+    """The plan passes str, int, bool and None through only where the field's own preparation would
+    return them unchanged; anything else (a lazy string, a number in a text field, JSON, dates) goes
+    through get_db_prep_save."""
+    from django.db import connection
+    from django.utils.functional import lazy
+
+    obj = _message(account, "v1")
+    obj.msg_type = lazy(lambda: "text", str)()  # a lazy string: resolved by the field
+    obj.event = 5  # a number in a text field: made a str by the field
+    plan = inserts.plan_for(InboundMessage, connection.alias)
+    got = inserts.values(obj, plan, connection)
+    obj2 = _message(account, "v1")
+    obj2.msg_type, obj2.event = lazy(lambda: "text", str)(), 5
+    want = [f.get_db_prep_save(f.pre_save(obj2, True), connection) for f in plan.fields]
+    for field, a, b in zip(plan.fields, got, want, strict=True):
+        if field.name == "received_at":
+            continue  # auto_now_add: two calls, two instants
+        assert type(a) is type(b), field.name
+        assert (a.obj == b.obj) if hasattr(a, "obj") else a == b, field.name  # psycopg's Jsonb holds .obj
+    assert got[[f.name for f in plan.fields].index("event")] == "5"
+    assert got[[f.name for f in plan.fields].index("msg_type")] == "text"
+    kinds = {f.name: unchanged for f, _a, unchanged in plan.steps}
+    assert str in kinds["dedup_key"]
+    # PostgreSQL's backend types integers itself (psycopg's Int4/Int8): they are always prepared there
+    assert (int in kinds["account"]) == (connection.vendor == "sqlite")
+    assert not kinds["payload"] and not kinds["received_at"]  # JSON and dates are always prepared
+
+
+def test_statements_are_seen_by_query_logging_when_it_is_on(account):
+    """With query logging on (DEBUG, assertNumQueries) the insert runs through Django's cursor and is
+    logged; off, it runs on the driver's cursor. The rows are the same."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as logged:
+        a = inserts.insert_new(_message(account, "q1"))
+    assert any('INSERT INTO "channels_inboundmessage"' in q["sql"] for q in logged.captured_queries)
+    b = inserts.insert_new(_message(account, "q2"))
+    rows = {r.dedup_key: r for r in InboundMessage.objects.filter(pk__in=[a.pk, b.pk])}
+    assert rows["q1"].reply_meta == rows["q2"].reply_meta and rows["q1"].payload == rows["q2"].payload
+
+
+def test_a_prepared_task_row_is_the_row_django_tasks_writes(account):
+    """enqueue_atomically's row, inserted from the row prepared once per task, holds what the
+    backend's own enqueue() writes (apart from its id and time)."""
+    from shequn.channels import tasks
+    from shequn.core.tasks import enqueue_atomically
+
+    with transaction.atomic():
+        enqueue_atomically(tasks.record_inbound, 41)
+        enqueue_atomically(tasks.record_inbound, 42)
+    tasks.record_inbound.enqueue(43)
+    rows = {r.args_kwargs["args"][0]: r for r in DBTaskResult.objects.filter(task_path=tasks.record_inbound.module_path)}
+    assert sorted(rows) == [41, 42, 43] and rows[41].id != rows[42].id
+    for field in DBTaskResult._meta.concrete_fields:
+        if field.name not in ("id", "enqueued_at", "args_kwargs"):
+            assert getattr(rows[41], field.name) == getattr(rows[43], field.name), field.name
+    assert abs((rows[41].enqueued_at - rows[43].enqueued_at).total_seconds()) < 5
+
+
+def test_task_arguments_other_than_ids_are_normalised_as_django_tasks_does(account):
+    from shequn.channels import tasks
+    from shequn.core.tasks import enqueue_atomically
+
+    with transaction.atomic():
+        enqueue_atomically(tasks.record_inbound, (1, 2), note="x")  # not ids: normalised, as enqueue() does
+    [row] = DBTaskResult.objects.filter(task_path=tasks.record_inbound.module_path)
+    assert row.args_kwargs == {"args": [[1, 2]], "kwargs": {"note": "x"}}

@@ -225,7 +225,10 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
 
     The fast path is one transaction: the reply (``compute_reply``: reads, plus the sender's menu
     session) and one ``InboundMessage`` insert holding the reply and the parsed message, with no read
-    before it (a new message, the common case, costs no lookup). A retry — arriving while the first
+    before it (a new message, the common case, costs no lookup). On PostgreSQL, when the reply wrote
+    nothing (a keyword or default reply: the rules are cached), the insert — one statement with its
+    task there — runs on its own, atomic by itself, without the ``BEGIN`` and ``COMMIT`` round trips
+    (``core.tasks.single_statement_suffices``). A retry — arriving while the first
     delivery is still being processed, or after — waits on the unique index (PostgreSQL) or the write
     lock (SQLite), fails to insert, rolls back whatever its own reply computation wrote, and answers
     with the stored reply.
@@ -235,7 +238,7 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
     task does it once the row has committed (:func:`record_inbound`; on the database queue the task
     row is written in the same transaction), and the ``channels.record_pending`` sweep catches any
     message whose task was lost (:func:`record_pending`)."""
-    from shequn.core.tasks import insert_with_task
+    from shequn.core.tasks import insert_with_task, single_statement_suffices
 
     from . import tasks
 
@@ -247,14 +250,20 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
             if stored is not None:
                 return _replay(stored)
         try:
-            with settings_cache.scope(), transaction.atomic():
-                reply = compute_reply(account, message)
-                record = insert_with_task(InboundMessage(
-                    workspace=workspace, account=account, dedup_key=key, msg_type=message.msg_type,
-                    event=message.event, from_user=message.from_user, to_user=message.to_user,
-                    reply_type=reply.kind if reply is not None else "",
-                    reply_content=reply.content if reply is not None else "",
-                    reply_meta=_reply_meta(reply), payload=message.to_payload()), tasks.record_inbound)
+            with settings_cache.scope():
+                with transaction.atomic():
+                    reply = compute_reply(account, message)
+                    record = InboundMessage(
+                        workspace_id=workspace.pk, account_id=account.pk, dedup_key=key, msg_type=message.msg_type,
+                        event=message.event, from_user=message.from_user, to_user=message.to_user,
+                        reply_type=reply.kind if reply is not None else "",
+                        reply_content=reply.content if reply is not None else "",
+                        reply_meta=_reply_meta(reply), payload=message.to_payload())
+                    alone = single_statement_suffices()
+                    if not alone:
+                        insert_with_task(record, tasks.record_inbound)
+                if alone:  # the reply wrote nothing: the one insert statement is its own transaction
+                    insert_with_task(record, tasks.record_inbound)
                 return Processed(reply=reply, record=record, replayed=False)
         except IntegrityError:
             # A concurrent delivery of the same message committed first: the next pass finds it.

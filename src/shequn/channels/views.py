@@ -48,7 +48,7 @@ def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
     try:
         if request.method == "GET":
             return HttpResponse(wechat.verify_url(creds, params, now=stamp), content_type="text/plain; charset=utf-8")
-        length = request.headers.get("Content-Length", "")
+        length = request.META.get("CONTENT_LENGTH", "")
         if length.isdigit() and int(length) > wechat.MAX_BODY_BYTES:
             raise wechat.BodyTooLarge(_("the message is larger than %(n)s bytes") % {"n": wechat.MAX_BODY_BYTES})
         inbound = wechat.open_message(creds, params, request.body, now=stamp)

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
 import secrets
-import string
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +45,6 @@ MAX_BODY_BYTES = 64 * 1024
 BLOCK_SIZE = 32
 AES_KEY_LENGTH = 43
 _AES_KEY_RE = re.compile(r"^[A-Za-z0-9+/]{43}$")
-_RANDOM_ALPHABET = string.ascii_letters + string.digits
 # Characters XML 1.0 cannot carry at all, even inside CDATA.
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
@@ -164,20 +163,22 @@ def _pkcs7_unpad(data: bytes) -> bytes:
 
 
 class MessageCipher:
-    """WeChat's message encryption for one account."""
+    """WeChat's message encryption for one account. The key is decoded and the AES-CBC cipher built
+    once; each message gets its own encryption context (:func:`cipher_for` keeps one per account)."""
 
     def __init__(self, encoding_aes_key: str, app_id: str) -> None:
         self.key = decode_aes_key(encoding_aes_key)
         self.app_id = app_id
-
-    def _cipher(self) -> Cipher[modes.CBC]:
-        return Cipher(algorithms.AES(self.key), modes.CBC(self.key[:16]))
+        self._app_id_bytes = app_id.encode("utf-8")
+        self._aes = Cipher(algorithms.AES(self.key), modes.CBC(self.key[:16]))
 
     def encrypt(self, text: str) -> str:
         body = text.encode("utf-8")
-        prefix = "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(16)).encode("ascii")
-        plain = _pkcs7_pad(prefix + struct.pack(">I", len(body)) + body + self.app_id.encode("utf-8"))
-        encryptor = self._cipher().encryptor()
+        # 16 random characters before the length, as WeChat's SDKs write them (letters and digits:
+        # base32 of 80 random bits).
+        prefix = base64.b32encode(secrets.token_bytes(10))
+        plain = _pkcs7_pad(prefix + struct.pack(">I", len(body)) + body + self._app_id_bytes)
+        encryptor = self._aes.encryptor()
         return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
 
     def decrypt(self, encrypt: str) -> str:
@@ -189,7 +190,7 @@ class MessageCipher:
             raise MalformedMessage(_("Encrypt is not valid base64"), code="undecryptable") from None
         if not raw or len(raw) % 16:
             raise MalformedMessage(_("Encrypt has a wrong length for AES"), code="undecryptable")
-        decryptor = self._cipher().decryptor()
+        decryptor = self._aes.decryptor()
         try:
             content = _pkcs7_unpad(decryptor.update(raw) + decryptor.finalize())[16:]
             if len(content) < 4:
@@ -205,6 +206,13 @@ class MessageCipher:
         if not same(self.app_id, app_id):
             raise SignatureInvalid(_("the message was encrypted for another AppID"), code="wrong_appid")
         return xml
+
+
+@functools.lru_cache(maxsize=256)
+def cipher_for(encoding_aes_key: str, app_id: str) -> MessageCipher:
+    """The :class:`MessageCipher` of an account (kept per key and AppID: building one decodes the key
+    and sets up AES)."""
+    return MessageCipher(encoding_aes_key, app_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +391,7 @@ def verify_url(creds: Credentials, params: Mapping[str, str], *, now: int) -> st
     echostr = params.get("echostr", "")
     if params.get("msg_signature") and creds.encoding_aes_key:
         check_msg_signature(creds.token, params, echostr)
-        return MessageCipher(creds.encoding_aes_key, creds.app_id).decrypt(echostr)
+        return cipher_for(creds.encoding_aes_key, creds.app_id).decrypt(echostr)
     check_signature(creds.token, params)
     if not echostr:
         raise MalformedMessage(_("echostr is missing"), code="missing_echostr")
@@ -405,7 +413,7 @@ def open_message(creds: Credentials, params: Mapping[str, str], body: bytes, *, 
         if not encrypt:
             raise MalformedMessage(_("an encrypted message needs an <Encrypt> element"), code="malformed_message")
         check_msg_signature(creds.token, params, encrypt)
-        xml = MessageCipher(creds.encoding_aes_key, creds.app_id).decrypt(encrypt)
+        xml = cipher_for(creds.encoding_aes_key, creds.app_id).decrypt(encrypt)
         fields = parse_xml(xml.encode("utf-8"))
     else:
         if creds.mode == "safe":
@@ -439,7 +447,7 @@ def render_encrypted(creds: Credentials, xml: str, *, timestamp: str, nonce: str
     """The encrypted reply envelope of compatible and safe mode."""
     if not timestamp.isascii() or not timestamp.isdigit():
         raise MalformedMessage(_("timestamp must be digits"), code="malformed_message")
-    encrypt = MessageCipher(creds.encoding_aes_key, creds.app_id).encrypt(xml)
+    encrypt = cipher_for(creds.encoding_aes_key, creds.app_id).encrypt(xml)
     signature = sha1_signature(creds.token, timestamp, nonce, encrypt)
     return ("<xml>"
             f"<Encrypt>{cdata(encrypt)}</Encrypt>"

@@ -1,12 +1,24 @@
-"""One-row inserts on hot paths, with the statement compiled once per model and database.
+"""One-row inserts on hot paths, with the statement and the value preparation planned once.
 
 ``Model.objects.create()`` compiles its ``INSERT`` anew on every call: on the WeChat endpoint, whose
 answer is two inserts (the message and its recording task), the ORM's query building was a third of
 the answer time. :func:`insert_new` does what ``obj.save(force_insert=True)`` does for a plain model —
 each field's ``pre_save`` (``auto_now_add``, defaults already set by the constructor) and
 ``get_db_prep_save`` (JSON, dates, UUIDs for this database), the auto primary key read back with
-``RETURNING`` — from a statement built once from the model's metadata. Values are always passed as
-parameters; only quoted table and column names are part of the statement text.
+``RETURNING`` — from a :class:`Plan` built once per model and database:
+
+* the statement, in Django's form and in the driver's own (``?`` placeholders on SQLite), so that
+  no per-call rewriting is needed;
+* for each field, whether ``pre_save`` is a plain attribute read, and which Python types the field's
+  ``get_db_prep_save`` returns unchanged on this database (``str`` for a ``CharField``, ``int`` for an
+  ``IntegerField``…; exact field classes only, so a subclass that converts is never skipped). Any
+  other value goes through ``get_db_prep_save`` as in the ORM.
+
+The statement runs on the driver's cursor inside Django's error wrapping (``IntegrityError`` is
+Django's, a broken transaction is refused as the ORM refuses it). When Django logs queries
+(``DEBUG``, ``assertNumQueries``) or execute wrappers are installed, it runs through Django's cursor
+instead, so the statement is seen by them. Values are always parameters; only quoted table and
+column names are part of the statement text.
 
 It sends no ``pre_save``/``post_save`` signals and calls no ``save()`` override: it refuses a model
 with either, unless the caller says it does the receivers' work itself (``receivers_done=True``).
@@ -14,35 +26,95 @@ with either, unless the caller says it does the receivers' work itself (``receiv
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Model
+from django.db.backends.base.operations import BaseDatabaseOperations
+from django.db.models import ForeignKey, Model
+from django.db.models import fields as f
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
 
 M = TypeVar("M", bound=Model)
 
-_statements: dict[tuple[type[Model], str], tuple[str, list[Any], Any]] = {}
+_NONE = type(None)
+_TEXT = frozenset({str, _NONE})
+_INTEGER = frozenset({int, _NONE})
+# Field classes whose get_db_prep_save returns these types unchanged (Field.get_prep_value resolves
+# only lazy strings; to_python returns a str, an int, a bool or None as it is). Integer fields also
+# pass through the backend's adapt_integerfield_value, checked per database below.
+_PLAIN_TEXT: dict[type, frozenset[type]] = {f.CharField: _TEXT, f.TextField: _TEXT,
+                                            f.BooleanField: frozenset({bool, _NONE})}
+_PLAIN_INTEGER: dict[type, frozenset[type]] = {
+    cls: _INTEGER for cls in (f.IntegerField, f.BigIntegerField, f.SmallIntegerField, f.PositiveIntegerField,
+                              f.PositiveBigIntegerField, f.PositiveSmallIntegerField)}
+_INTEGER_KEYS = (f.AutoField, f.BigAutoField, f.SmallAutoField)
 
 
-def statement_for(model: type[Model], alias: str) -> tuple[str, list[Any], Any]:
-    """``(sql, fields, auto)``: the ``INSERT`` of one ``model`` row on database ``alias`` (parameters in
-    the order of ``fields``; ``RETURNING`` the auto primary key ``auto``, when there is one)."""
+@dataclass(frozen=True)
+class Plan:
+    """The insert of one row of a model on one database, planned once."""
+
+    sql: str
+    """The statement with Django's ``%s`` placeholders."""
+    native_sql: str
+    """The same statement in the driver's placeholder style."""
+    fields: tuple[Any, ...]
+    """The inserted fields, in parameter order."""
+    steps: tuple[tuple[Any, str | None, frozenset[type]], ...]
+    """Per field: the field, its attname when ``pre_save`` is a plain read, the types passed unchanged."""
+    auto: Any
+    """The auto primary key read back with ``RETURNING``, or None."""
+
+
+_plans: dict[tuple[type[Model], str], Plan] = {}
+
+
+def _passthrough(field: Any, connection: Any) -> frozenset[type]:
+    """The value types ``field.get_db_prep_save`` returns unchanged on ``connection``."""
+    kind = type(field)
+    if kind in _PLAIN_TEXT:
+        return _PLAIN_TEXT[kind]
+    plain_integers = type(connection.ops).adapt_integerfield_value is BaseDatabaseOperations.adapt_integerfield_value
+    if kind in _PLAIN_INTEGER and plain_integers:
+        return _PLAIN_INTEGER[kind]
+    if kind is ForeignKey and type(field.target_field) in _INTEGER_KEYS and plain_integers \
+            and type(connection.ops).validate_autopk_value is BaseDatabaseOperations.validate_autopk_value:
+        return _INTEGER
+    return frozenset()
+
+
+def plan_for(model: type[Model], alias: str) -> Plan:
+    """The :class:`Plan` of one ``model`` row on database ``alias``, built on first use."""
+    key = (model, alias)
+    plan = _plans.get(key)
+    if plan is not None:
+        return plan
     if model.save is not Model.save:
         raise TypeError(f"{model.__name__} overrides save(): insert it with the ORM")
     connection = connections[alias]
     meta = model._meta
     auto = meta.pk if isinstance(meta.pk, AutoFieldMixin) else None
-    fields = [f for f in meta.local_concrete_fields if f is not auto]
+    fields = tuple(field for field in meta.local_concrete_fields if field is not auto)
     quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
+    columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     # Identifiers come from the model's metadata, quoted by the backend; every value is a parameter.
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
     if auto is not None:
         sql += f" RETURNING {quote(auto.column)}"
-    return sql, fields, auto
+    steps = tuple((field, field.attname if type(field).pre_save is f.Field.pre_save else None,
+                   _passthrough(field, connection)) for field in fields)
+    plan = _plans[key] = Plan(sql=sql, native_sql=native(sql, connection), fields=fields, steps=steps, auto=auto)
+    return plan
+
+
+def native(sql: str, connection: Any) -> str:
+    """``sql`` (Django's ``%s`` placeholders, no literal ``%``) in the driver's placeholder style."""
+    if connection.vendor == "sqlite":
+        return sql.replace("%s", "?")
+    return sql
 
 
 def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = False) -> M:
@@ -54,23 +126,45 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
     model = type(obj)
     if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
         raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
-    key = (model, using)
-    entry = _statements.get(key)
-    if entry is None:
-        entry = _statements[key] = statement_for(model, using)
-    sql, fields, auto = entry
+    plan = plan_for(model, using)
+    auto = plan.auto
     if auto is not None and getattr(obj, auto.attname) is not None:
         raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
     connection = connections[using]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, values(obj, fields, connection))
-        mark_saved(obj, using, auto, cursor.fetchone()[0] if auto is not None else None)
+    row = execute(connection, plan.sql, plan.native_sql, values(obj, plan, connection), fetch=auto is not None)
+    mark_saved(obj, using, auto, row[0] if row is not None else None)
     return obj
 
 
-def values(obj: Model, fields: list[Any], connection: Any) -> list[Any]:
+def values(obj: Model, plan: Plan, connection: Any) -> list[Any]:
     """The parameters of ``obj``'s insert, field by field, as the ORM prepares them."""
-    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+    out = []
+    for field, attname, unchanged in plan.steps:
+        value = getattr(obj, attname) if attname is not None else field.pre_save(obj, True)
+        out.append(value if type(value) in unchanged else field.get_db_prep_save(value, connection))
+    return out
+
+
+def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fetch: bool) -> Any:
+    """Run one statement (``sql`` in Django's form, ``native_sql`` in the driver's) with ``params``
+    and return its first row when ``fetch``. On the driver's cursor unless Django must see the
+    statement (query logging, execute wrappers)."""
+    if connection.queries_logged or connection.execute_wrappers:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone() if fetch else None
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    with connection.wrap_database_errors:
+        if connection.vendor == "sqlite":
+            cursor = connection.connection.execute(native_sql, params)
+        else:
+            cursor = connection.create_cursor()
+            cursor.execute(native_sql, params)
+        try:
+            return cursor.fetchone() if fetch else None
+        finally:
+            cursor.close()
 
 
 def mark_saved(obj: Model, using: str, auto: Any, pk: Any) -> None:

@@ -142,38 +142,98 @@ def enqueue_atomically(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
     enqueue_on_commit(task, *args, **kwargs)
 
 
-_validated_tasks: set[tuple[Any, ...]] = set()
+_PER_CALL = ("id", "args_kwargs", "enqueued_at")
+"""The task row's fields that change from one enqueue to the next; every other value is the task's own."""
 
 
-def _task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The unsaved row ``backend.enqueue()`` would write for ``task(*args, **kwargs)``. The task is
-    validated against its backend once per process; the model's one ``pre_save`` receiver
+@dataclass(frozen=True)
+class _TaskRow:
+    """The database queue's row for one task on one database, prepared once: the insert's plan and
+    its parameters with the per-call slots (:data:`_PER_CALL`) left to fill."""
+
+    plan: Any
+    constants: tuple[Any, ...]
+    slots: tuple[tuple[int, Any], ...]
+    """(parameter index, field) of ``id``, ``args_kwargs`` and ``enqueued_at``, in that order."""
+    path: str
+    alias: str
+
+    def params(self, backend: Any, args_kwargs: Any, connection: Any) -> list[Any]:
+        """The insert's parameters for a new row holding ``args_kwargs``, prepared as the ORM would."""
+        out = list(self.constants)
+        (i_id, f_id), (i_args, f_args), (i_at, f_at) = self.slots
+        out[i_id] = f_id.get_db_prep_save(backend._get_id(), connection)
+        out[i_args] = f_args.get_db_prep_save(args_kwargs, connection)
+        out[i_at] = f_at.get_db_prep_save(timezone.now(), connection)
+        return out
+
+
+_task_rows: dict[tuple[Any, ...], _TaskRow] = {}
+
+
+def _task_row(backend: Any, task: Task[Any, Any], connection: Any) -> _TaskRow:
+    """The prepared row ``backend.enqueue()`` writes for ``task``. The task is validated against its
+    backend once per process, when its row is first prepared; the model's one ``pre_save`` receiver
     (``run_after`` None → the far future) is done here."""
-    from django_tasks.utils import normalize_json
     from django_tasks_db.models import DBTaskResult, get_date_max
 
-    key = (task.func, task.priority, task.queue_name, task.run_after, backend.alias)
-    if key not in _validated_tasks:
-        backend.validate_task(task)
-        if len(_validated_tasks) >= 1024:
-            _validated_tasks.clear()
-        _validated_tasks.add(key)
-    return DBTaskResult(id=backend._get_id(), args_kwargs=normalize_json({"args": args, "kwargs": kwargs}),
-                        priority=task.priority, task_path=task.module_path, queue_name=task.queue_name,
-                        run_after=task.run_after or get_date_max(), backend_name=backend.alias)
+    from .inserts import plan_for, values
+
+    key = (task.func, task.priority, task.queue_name, task.run_after, backend.alias, connection.alias)
+    row = _task_rows.get(key)
+    if row is not None:
+        return row
+    backend.validate_task(task)
+    template = DBTaskResult(id=backend._get_id(), args_kwargs={"args": [], "kwargs": {}}, priority=task.priority,
+                            task_path=task.module_path, queue_name=task.queue_name,
+                            run_after=task.run_after or get_date_max(), backend_name=backend.alias)
+    plan = plan_for(DBTaskResult, connection.alias)
+    names = [field.name for field in plan.fields]
+    slots = tuple((names.index(name), plan.fields[names.index(name)]) for name in _PER_CALL)
+    if len(_task_rows) >= 1024:
+        _task_rows.clear()
+    row = _task_rows[key] = _TaskRow(plan=plan, constants=tuple(values(template, plan, connection)), slots=slots,
+                                     path=task.module_path, alias=backend.alias)
+    return row
 
 
 def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """The row ``backend.enqueue()`` writes for ``task(*args, **kwargs)``, inserted with a prepared
-    statement (``core.inserts``): on the WeChat endpoint the ORM's ``create()`` and the result object
-    built for the ``task_enqueued`` signal were a fifth of the answer time. The signal, whose only
-    receiver is django_tasks' debug log line, is replaced by that log line."""
-    from .inserts import insert_new
+    """The row ``backend.enqueue()`` writes for ``task(*args, **kwargs)``, inserted from a row prepared
+    once per task (``_task_row``, ``core.inserts``): on the WeChat endpoint the ORM's ``create()`` and
+    the result object built for the ``task_enqueued`` signal were a fifth of the answer time. The
+    signal, whose only receiver is django_tasks' debug log line, is replaced by that log line."""
+    from django.db import connection
+    from django_tasks.utils import normalize_json
 
-    row = _task_row(backend, task, args, kwargs)
-    insert_new(row, receivers_done=True)
-    logger.debug("Task id=%s path=%s enqueued backend=%s", row.id, task.module_path, backend.alias)
+    from .inserts import execute
 
+    row = _task_row(backend, task, connection)
+    if not kwargs and all(type(arg) is int for arg in args):  # ids need no normalising
+        args_kwargs = {"args": list(args), "kwargs": {}}
+    else:
+        args_kwargs = normalize_json({"args": args, "kwargs": kwargs})
+    params = row.params(backend, args_kwargs, connection)
+    execute(connection, row.plan.sql, row.plan.native_sql, params, fetch=False)
+    logger.debug("Task id=%s path=%s enqueued backend=%s", params[row.slots[0][0]], row.path, row.alias)
+
+
+def single_statement_suffices() -> bool:
+    """Whether the caller, in its own outermost ``atomic()`` block on PostgreSQL, has sent nothing to
+    the database yet — psycopg opens the transaction only with the first statement — and left nothing
+    to run on commit: then a write that :func:`insert_with_task` makes in one statement can be made
+    after the block ends, atomic on its own, saving the ``BEGIN`` and ``COMMIT`` round trips. False
+    elsewhere (SQLite's ``BEGIN IMMEDIATE`` is sent when the block starts; an enclosing transaction
+    must hold the write)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or connection.savepoint_ids or connection.run_on_commit:
+        return False
+    atomic_blocks = getattr(connection, "atomic_blocks", [])
+    if len(atomic_blocks) != 1 or connection.connection is None:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return connection.connection.info.transaction_status == TransactionStatus.IDLE
 
 
 def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
@@ -182,56 +242,72 @@ def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
 
     On PostgreSQL with the database queue this is one statement — the row's ``INSERT … RETURNING``
     feeding the task row's ``INSERT`` in a data-modifying ``WITH`` — so storing a message and its
-    processing costs one round trip to the server, not two. Elsewhere: ``insert_new`` (``core.inserts``)
-    then :func:`enqueue_atomically`."""
+    processing costs one round trip to the server, not two; being one statement it is atomic outside a
+    transaction too (:func:`single_statement_suffices`). Elsewhere: ``insert_new`` (``core.inserts``)
+    then the task row prepared once per task (in a transaction) or :func:`enqueue_atomically`."""
     from django.db import DEFAULT_DB_ALIAS, connection, router
+    from django.db.models.signals import post_save, pre_save
     from django_tasks_db.backend import DatabaseBackend
     from django_tasks_db.models import DBTaskResult
 
-    from .inserts import insert_new, mark_saved, values
+    from .inserts import execute, insert_new, mark_saved, plan_for, values
 
     backend = task.get_backend()
-    if not (connection.vendor == "postgresql" and connection.in_atomic_block and isinstance(backend, DatabaseBackend)
-            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS and router.db_for_write(type(obj)) == DEFAULT_DB_ALIAS):
+    model = type(obj)
+    one_statement = connection.vendor == "postgresql"  # atomic by itself, in a transaction or not
+    if not ((connection.in_atomic_block or one_statement) and isinstance(backend, DatabaseBackend)
+            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS and router.db_for_write(model) == DEFAULT_DB_ALIAS):
         insert_new(obj)
         enqueue_atomically(task, obj.pk)
         return obj
-    row = _task_row(backend, task, (), {})  # its args_kwargs are built in the statement, from the new id
-    sql, fields, task_fields, auto = _pair_statement(type(obj))
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*values(obj, fields, connection), *values(row, task_fields, connection)])
-        mark_saved(obj, DEFAULT_DB_ALIAS, auto, cursor.fetchone()[0])
-    logger.debug("Task id=%s path=%s enqueued backend=%s", row.id, task.module_path, backend.alias)
+    if not one_statement:
+        insert_new(obj)
+        _insert_task_row(backend, task, (obj.pk,), {})
+        return obj
+    if pre_save.has_listeners(model) or post_save.has_listeners(model):
+        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
+    plan = plan_for(model, DEFAULT_DB_ALIAS)
+    if getattr(obj, plan.auto.attname) is not None:
+        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
+    row = _task_row(backend, task, connection)
+    task_params = row.params(backend, None, connection)
+    args_at = row.slots[1][0]
+    del task_params[args_at]  # built in the statement, from the new id
+    sql = _pair_statement(model, row)
+    found = execute(connection, sql, sql, [*values(obj, plan, connection), *task_params], fetch=True)
+    mark_saved(obj, DEFAULT_DB_ALIAS, plan.auto, found[0])
+    logger.debug("Task id=%s path=%s enqueued backend=%s", task_params[row.slots[0][0]], row.path, row.alias)
     return obj
 
 
-_pair_statements: dict[type, tuple[str, list[Any], list[Any], Any]] = {}
+_pair_statements: dict[tuple[type, str], str] = {}
 
 
-def _pair_statement(model: type) -> tuple[str, list[Any], list[Any], Any]:
+def _pair_statement(model: type, row: _TaskRow) -> str:
     """The ``WITH`` statement of :func:`insert_with_task` for ``model`` (PostgreSQL), built once."""
-    cached = _pair_statements.get(model)
+    from django.db import connection
+
+    from .inserts import plan_for
+
+    key = (model, connection.alias)
+    cached = _pair_statements.get(key)
     if cached is not None:
         return cached
-    from django.db import connection
-    from django_tasks_db.models import DBTaskResult
-
-    from .inserts import statement_for
-
-    first, fields, auto = statement_for(model, connection.alias)
+    first = plan_for(model, connection.alias)
+    auto = first.auto
     if auto is None:
         raise TypeError(f"{model.__name__} has no database-assigned primary key to give the task")
     quote = connection.ops.quote_name
-    meta = DBTaskResult._meta
-    task_fields = [f for f in meta.local_concrete_fields if f.name != "args_kwargs"]
+    meta = row.plan.fields[0].model._meta
+    task_fields = [f for f in row.plan.fields if f.name != "args_kwargs"]
     columns = ", ".join([*(quote(f.column) for f in task_fields), quote(meta.get_field("args_kwargs").column)])
     values = ", ".join([*(["%s"] * len(task_fields)),
                         f"jsonb_build_object('args', jsonb_build_array(stored.{quote(auto.column)}), 'kwargs', '{{}}'::jsonb)"])
     # Identifiers come from the models' metadata, quoted by the backend; every value is a parameter.
-    sql = (f"WITH stored AS ({first}), queued AS (INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
+    sql = (f"WITH stored AS ({first.sql}), queued AS (INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
            f"SELECT {values} FROM stored) SELECT {quote(auto.column)} FROM stored")
-    built = _pair_statements[model] = (sql, fields, task_fields, auto)
-    return built
+    _pair_statements[key] = sql
+    return sql
 
 
 # --------------------------------------------------------------------------------------------------
