@@ -13,10 +13,11 @@ Each figure is printed with a baseline measured in the same run on the same mach
    what ranking the rules costs on top of the raw scan, without the normalisation the engine must do.
 ``wechat.endpoint.p99.<database>`` — a real HTTP server (Django's threaded WSGI server in this
    process) and a keep-alive HTTP client in a process of its own (as WeChat's servers are elsewhere),
-   on one connection for both endpoints, so that one server thread answers them in turn as one worker
-   of a production WSGI server would (two connections made two server threads share the interpreter's
-   lock, each request interleaved with the other thread's end of the previous one). The latency
-   percentiles of both endpoints are printed with the figure.
+   on one connection for both endpoints, so that one server thread answers them in turn and each
+   request is timed alone. (With a connection each, two threads of the one test-server process shared
+   the interpreter's lock: each request ran interleaved with the other thread's end of the previous
+   answer. ``shequn serve`` runs several gunicorn worker processes, which do not share one.) The
+   latency percentiles of both endpoints are printed with the figure.
    Each WeChat message is signed and encrypted (safe mode) as WeChat does, and answered through the
    rules: signature and AES checks, the keyword reply, the de-duplication record holding the reply
    and the message with its recording task (one transaction), the encrypted reply. The baseline is a
@@ -348,10 +349,10 @@ def _push_all(port: int, targets: dict[str, tuple[str, str]], texts: list[str], 
               first_id: int) -> dict[str, list[float]]:
     """The client process of :func:`bench_endpoint`."""
     msg_ids = itertools.count(first_id)
-    # One keep-alive connection for both endpoints, so one server thread serves them in turn, as one
-    # worker of a production WSGI server would. With a connection each, the two server threads share
-    # the interpreter's lock: each request ran while the other thread was still finishing the previous
-    # one (writing, closing, freeing), and took turns with it at every database call.
+    # One keep-alive connection for both endpoints, so one server thread serves them in turn and each
+    # request is timed alone. With a connection each, the test server's two threads shared the
+    # interpreter's lock: each request ran while the other thread was still finishing the previous one
+    # (writing, closing, freeing), and took turns with it at every database call.
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.connect()
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
