@@ -72,16 +72,20 @@ class InboundMessage(models.Model):
     a minute later is picked up by the ``channels.record_pending`` sweep, and one whose event the
     interaction log refuses keeps the reason in ``record_error`` and is not retried."""
 
+    # Every index is written by each message on the endpoint's answer path, so none is kept twice: the
+    # workspace's and the account's own foreign-key indexes are the leading columns of the indexes
+    # below, and the interaction's is partial (the link is set when the message is recorded, later).
     id = models.BigAutoField(primary_key=True)
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
-    account = models.ForeignKey(WeChatAccount, on_delete=models.CASCADE, related_name="inbound_messages")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    account = models.ForeignKey(WeChatAccount, on_delete=models.CASCADE, related_name="inbound_messages",
+                                db_index=False)
     dedup_key = models.CharField(max_length=128)
     msg_type = models.CharField(max_length=32)
     event = models.CharField(max_length=32, blank=True)
     from_user = models.CharField(max_length=64, help_text="the member's openid")
     to_user = models.CharField(max_length=64, help_text="the account's original id (gh_…)")
     interaction = models.ForeignKey("interactions.Interaction", null=True, blank=True, on_delete=models.SET_NULL,
-                                    related_name="+")
+                                    related_name="+", db_index=False)
     reply_type = models.CharField(max_length=16, blank=True, help_text="empty: answered 'success' (no reply)")
     reply_content = models.TextField(blank=True)
     reply_meta = models.JSONField(default=dict, blank=True,
@@ -98,6 +102,9 @@ class InboundMessage(models.Model):
             # The sweep's question: which messages are still to be recorded (a handful, normally none).
             models.Index(fields=["received_at"], name="wx_inbound_unrecorded",
                          condition=models.Q(recorded_at__isnull=True, record_error="")),
+            # An interaction's deletion sets its messages' link to NULL: found here.
+            models.Index(fields=["interaction"], name="wx_inbound_interaction",
+                         condition=models.Q(interaction__isnull=False)),
         ]
 
     def __str__(self) -> str:

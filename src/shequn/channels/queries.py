@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _
 
 from shequn.core.errors import NotFound
 from shequn.core.models import Workspace
+from shequn.core.prepared import Prepared, column_types, in_use
 from shequn.core.tenancy import get_scoped, scoped
 
 from .models import ChannelCode, ChannelCodeDay, InboundMessage, WeChatAccount
@@ -40,9 +41,12 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
 
     from shequn.core import cache as settings_cache
 
-    sql, account_fields, workspace_fields = _account_sql(with_versions)
+    sql, prepared, account_fields, workspace_fields = _account_sql(with_versions)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [endpoint_key])
+        if in_use(connection):
+            prepared.run(cursor, [endpoint_key], connection)
+        else:
+            cursor.execute(sql, [endpoint_key])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -67,12 +71,14 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
     return account
 
 
-_account_sql_cache: dict[object, tuple[str, list, list]] = {}
+_account_sql_cache: dict[object, tuple[str, Prepared, list, list]] = {}
 
 
-def _account_sql(with_versions: bool) -> tuple[str, list, list]:
-    """The query of :func:`account_for_message` and, per selected field, its attribute name, the
-    converters the ORM would apply to its value and their expression; built once per process."""
+def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list]:
+    """The query of :func:`account_for_message`, its prepared form (``core.prepared``: on PostgreSQL,
+    planning this join with its version subqueries costs more than running it) and, per selected
+    field, its attribute name, the converters the ORM would apply to its value and their expression;
+    built once per process."""
     from django.db import connection
 
     from shequn.core import cache as settings_cache
@@ -104,7 +110,9 @@ def _account_sql(with_versions: bool) -> tuple[str, list, list]:
     sql = (f"SELECT {', '.join(columns)} FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
            f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
            f"WHERE {account_table}.{qn(account_meta.get_field('endpoint_key').column)} = %s")
-    built = _account_sql_cache[key] = (sql, account_fields, workspace_fields)
+    prepared = Prepared(f"wechat_account{'_versions' if with_versions else ''}", sql,
+                        column_types([account_meta.get_field("endpoint_key")], connection))
+    built = _account_sql_cache[key] = (sql, prepared, account_fields, workspace_fields)
     return built
 
 

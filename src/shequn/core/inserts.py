@@ -14,7 +14,9 @@ each field's ``pre_save`` (``auto_now_add``, defaults already set by the constru
   ``IntegerField``…; exact field classes only, so a subclass that converts is never skipped). Any
   other value goes through ``get_db_prep_save`` as in the ORM.
 
-The statement runs on the driver's cursor inside Django's error wrapping (``IntegrityError`` is
+On PostgreSQL the statement is prepared once per connection (``core.prepared``): planning an insert
+into a table with several indexes costs the server about as much as the insert. It runs on the
+driver's cursor inside Django's error wrapping (``IntegrityError`` is
 Django's, a broken transaction is refused as the ORM refuses it). When Django logs queries
 (``DEBUG``, ``assertNumQueries``) or execute wrappers are installed, it runs through Django's cursor
 instead, so the statement is seen by them. Values are always parameters; only quoted table and
@@ -35,6 +37,8 @@ from django.db.models import ForeignKey, Model
 from django.db.models import fields as f
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
+
+from .prepared import Prepared, column_types, prepares
 
 M = TypeVar("M", bound=Model)
 
@@ -66,6 +70,8 @@ class Plan:
     """Per field: the field, its attname when ``pre_save`` is a plain read, the types passed unchanged."""
     auto: Any
     """The auto primary key read back with ``RETURNING``, or None."""
+    prepared: Prepared | None
+    """The statement prepared once per connection (``core.prepared``), where the database prepares."""
 
 
 _plans: dict[tuple[type[Model], str], Plan] = {}
@@ -106,7 +112,9 @@ def plan_for(model: type[Model], alias: str) -> Plan:
         sql += f" RETURNING {quote(auto.column)}"
     steps = tuple((field, field.attname if type(field).pre_save is f.Field.pre_save else None,
                    _passthrough(field, connection)) for field in fields)
-    plan = _plans[key] = Plan(sql=sql, native_sql=native(sql, connection), fields=fields, steps=steps, auto=auto)
+    prepared = Prepared(f"insert_{meta.db_table}", sql, column_types(fields, connection)) if prepares(connection) else None
+    plan = _plans[key] = Plan(sql=sql, native_sql=native(sql, connection), fields=fields, steps=steps, auto=auto,
+                              prepared=prepared)
     return plan
 
 
@@ -131,7 +139,8 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
     if auto is not None and getattr(obj, auto.attname) is not None:
         raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
     connection = connections[using]
-    row = execute(connection, plan.sql, plan.native_sql, values(obj, plan, connection), fetch=auto is not None)
+    row = execute(connection, plan.sql, plan.native_sql, values(obj, plan, connection), fetch=auto is not None,
+                  prepared=plan.prepared)
     mark_saved(obj, using, auto, row[0] if row is not None else None)
     return obj
 
@@ -145,10 +154,12 @@ def values(obj: Model, plan: Plan, connection: Any) -> list[Any]:
     return out
 
 
-def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fetch: bool) -> Any:
+def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fetch: bool,
+            prepared: Prepared | None = None) -> Any:
     """Run one statement (``sql`` in Django's form, ``native_sql`` in the driver's) with ``params``
     and return its first row when ``fetch``. On the driver's cursor unless Django must see the
-    statement (query logging, execute wrappers)."""
+    statement (query logging, execute wrappers); as the ``prepared`` form of it when given and the
+    connection prepares (``core.prepared``)."""
     if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -160,7 +171,10 @@ def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fe
             cursor = connection.connection.execute(native_sql, params)
         else:
             cursor = connection.create_cursor()
-            cursor.execute(native_sql, params)
+            if prepared is not None:
+                prepared.run(cursor, params, connection)
+            else:
+                cursor.execute(native_sql, params)
         try:
             return cursor.fetchone() if fetch else None
         finally:

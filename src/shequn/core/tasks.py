@@ -40,6 +40,7 @@ from django_tasks.base import Task
 
 from . import clock
 from .models import PeriodicSchedule
+from .prepared import Prepared, column_types, prepares
 
 logger = logging.getLogger("shequn.tasks")
 
@@ -213,7 +214,7 @@ def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], 
     else:
         args_kwargs = normalize_json({"args": args, "kwargs": kwargs})
     params = row.params(backend, args_kwargs, connection)
-    execute(connection, row.plan.sql, row.plan.native_sql, params, fetch=False)
+    execute(connection, row.plan.sql, row.plan.native_sql, params, fetch=False, prepared=row.plan.prepared)
     logger.debug("Task id=%s path=%s enqueued backend=%s", params[row.slots[0][0]], row.path, row.alias)
 
 
@@ -273,18 +274,20 @@ def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
     task_params = row.params(backend, None, connection)
     args_at = row.slots[1][0]
     del task_params[args_at]  # built in the statement, from the new id
-    sql = _pair_statement(model, row)
-    found = execute(connection, sql, sql, [*values(obj, plan, connection), *task_params], fetch=True)
+    sql, prepared = _pair_statement(model, row)
+    found = execute(connection, sql, sql, [*values(obj, plan, connection), *task_params], fetch=True,
+                    prepared=prepared)
     mark_saved(obj, DEFAULT_DB_ALIAS, plan.auto, found[0])
     logger.debug("Task id=%s path=%s enqueued backend=%s", task_params[row.slots[0][0]], row.path, row.alias)
     return obj
 
 
-_pair_statements: dict[tuple[type, str], str] = {}
+_pair_statements: dict[tuple[type, str], tuple[str, Prepared | None]] = {}
 
 
-def _pair_statement(model: type, row: _TaskRow) -> str:
-    """The ``WITH`` statement of :func:`insert_with_task` for ``model`` (PostgreSQL), built once."""
+def _pair_statement(model: type, row: _TaskRow) -> tuple[str, Prepared | None]:
+    """The ``WITH`` statement of :func:`insert_with_task` for ``model`` (PostgreSQL), built once, and
+    its prepared form where the connection prepares (``core.prepared``)."""
     from django.db import connection
 
     from .inserts import plan_for
@@ -306,8 +309,10 @@ def _pair_statement(model: type, row: _TaskRow) -> str:
     # Identifiers come from the models' metadata, quoted by the backend; every value is a parameter.
     sql = (f"WITH stored AS ({first.sql}), queued AS (INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
            f"SELECT {values} FROM stored) SELECT {quote(auto.column)} FROM stored")
-    _pair_statements[key] = sql
-    return sql
+    prepared = (Prepared(f"insert_{model._meta.db_table}_task", sql, column_types([*first.fields, *task_fields], connection))
+                if prepares(connection) else None)
+    _pair_statements[key] = (sql, prepared)
+    return sql, prepared
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,9 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import hashlib
-import re
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +38,7 @@ from django.utils.translation import gettext as _
 from shequn.core import audit, clock, hooks
 from shequn.core.errors import Conflict, NotFound, ValidationError
 from shequn.core.models import Workspace
+from shequn.core.prepared import Prepared
 from shequn.core.tenancy import get_scoped, scoped
 from shequn.interactions.conditions import matches
 from shequn.members import queries as member_queries
@@ -611,46 +609,7 @@ def _fused() -> bool:
 
 # The hot statements below are fixed text with named parameters. Parsing and planning a statement of
 # five data-modifying CTEs costs the server more than running it, so on PostgreSQL each is prepared
-# once per connection (``PREPARE``) and then run with ``EXECUTE``: the server keeps the plan. Not done
-# when the connection must not keep session state — ``DISABLE_SERVER_SIDE_CURSORS``, Django's setting
-# for transaction-pooling poolers such as PgBouncer — or when the database settings ask for
-# server-side binding (psycopg then prepares statements itself, by ``prepare_threshold``). A
-# prepared statement outlives a rolled-back transaction, so what is prepared on a connection is known
-# without asking the server.
-
-_PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
-_PARAM = re.compile(r"%\((\w+)\)s")
-
-
-def _prepares() -> bool:
-    db = connection.settings_dict
-    return not (db.get("DISABLE_SERVER_SIDE_CURSORS") or db.get("OPTIONS", {}).get("server_side_binding") is True)
-
-
-class _HotStatement:
-    """A fixed statement of the hot path (``%(name)s`` parameters, their PostgreSQL types in
-    ``types``), prepared once per connection where ``_prepares()``."""
-
-    def __init__(self, label: str, sql: str, types: Mapping[str, str]) -> None:
-        self.sql = sql
-        self.order: list[str] = list(dict.fromkeys(_PARAM.findall(sql)))
-        self.name = f"shequn_loyalty_{label}_{hashlib.sha1(sql.encode()).hexdigest()[:10]}"  # noqa: S324 - a name, not a secret
-        positional = _PARAM.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)
-        self.prepare = f"PREPARE {self.name} ({', '.join(types[n] for n in self.order)}) AS {positional}"
-        self.execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(self.order))})"
-
-    def run(self, cur: Any, params: Mapping[str, Any]) -> None:
-        if not _prepares():
-            cur.execute(self.sql, params)
-            return
-        raw = connection.connection
-        done = _PREPARED.get(raw)
-        if done is None:
-            done = _PREPARED[raw] = set()
-        if self.name not in done:
-            cur.execute(self.prepare)
-            done.add(self.name)
-        cur.execute(self.execute, [params[n] for n in self.order])
+# once per connection (``core.prepared``) and then run with ``EXECUTE``: the server keeps the plan.
 
 
 _TYPES = {"ws": "bigint", "pt": "bigint", "member": "bigint", "points": "bigint", "reason": "text", "actor": "text",
@@ -659,7 +618,7 @@ _TYPES = {"ws": "bigint", "pt": "bigint", "member": "bigint", "points": "bigint"
 
 
 @functools.cache
-def _earn_statement(at_given: bool) -> _HotStatement:
+def _earn_statement(at_given: bool) -> Prepared:
     """A plain earn: the conditional ``UPDATE`` of the balance row (which is the lock; it matches no
     row when something is due), the entry and the lot inserted from what it returns."""
     at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
@@ -688,11 +647,11 @@ def _earn_statement(at_given: bool) -> _HotStatement:
             RETURNING 1
         )
         SELECT e.id, e.at FROM e, l"""  # noqa: S608 - names from the models, values are parameters
-    return _HotStatement("earn", sql, _TYPES)
+    return Prepared("loyalty_earn", sql, _TYPES)
 
 
 @functools.cache
-def _spend_statement(at_given: bool) -> _HotStatement:
+def _spend_statement(at_given: bool) -> Prepared:
     """A spend (see ``_pg_spend``): lock the balance row, read the lots in expiry order, and — when
     the gate ``ok`` lets it — write the entry, the lot updates, the draws and the balance update."""
     at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
@@ -735,7 +694,7 @@ def _spend_statement(at_given: bool) -> _HotStatement:
         SELECT b.available, b.pending, b.due, e.id, e.at, (SELECT count(*) FROM d), (SELECT count(*) FROM w),
                (SELECT count(*) FROM c)
         FROM b LEFT JOIN e ON true"""  # noqa: S608 - names from the models, values are parameters
-    return _HotStatement("spend", sql, _TYPES)
+    return Prepared("loyalty_spend", sql, _TYPES)
 
 
 def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
@@ -755,7 +714,7 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
     subscribed = _subscribed()
     with transaction.atomic() if connection.in_atomic_block or subscribed else contextlib.nullcontext():
         with connection.cursor() as cur:
-            _earn_statement(requested is not None).run(cur, params)
+            _earn_statement(requested is not None).run(cur, params, connection)
             row = cur.fetchone()
         if row is None:
             return None
@@ -798,7 +757,7 @@ def _pg_spend(workspace: Workspace, pt: PointType, mid: int, points: int, *, rea
               "source": source_interaction_id, "key": key, "now": requested or stamp, "stamp": stamp,
               "chunk": PLAN_CHUNK}
     with connection.cursor() as cur:
-        _spend_statement(requested is not None).run(cur, params)
+        _spend_statement(requested is not None).run(cur, params, connection)
         row = cur.fetchone()
     if row is None:
         return None  # no balance row yet

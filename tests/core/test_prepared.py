@@ -1,0 +1,104 @@
+"""core.prepared: hot statements prepared once per PostgreSQL connection, run as plain statements
+elsewhere, with the same results and the same errors as the plain statement."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import DataError, connection, transaction
+
+from shequn.channels import queries
+from shequn.channels.models import InboundMessage
+from shequn.core import inserts, prepared
+from shequn.core.prepared import Prepared, column_types
+
+pytestmark = pytest.mark.django_db
+
+
+def test_named_and_positional_parameters_become_numbered_ones():
+    named = Prepared("t", "SELECT %(a)s::int + %(b)s::int + %(a)s::int", {"a": "int", "b": "int", "unused": "text"})
+    assert named.prepare.endswith("(int, int) AS SELECT $1::int + $2::int + $1::int")
+    assert named.execute == f"EXECUTE {named.name} (%s, %s)"
+    positional = Prepared("t", "SELECT %s, %s", ["text", "bigint"])
+    assert positional.prepare.endswith("(text, bigint) AS SELECT $1, $2")
+    with pytest.raises(ValueError, match="2 types"):
+        Prepared("t", "SELECT %s", ["text", "text"])
+
+
+def test_names_fit_postgresql_identifiers_and_differ_by_statement():
+    a = Prepared("x" * 100, "SELECT %s", ["text"])
+    b = Prepared("x" * 100, "SELECT %s + 1", ["int"])
+    assert len(a.name) <= 63 and a.name != b.name
+
+
+def test_parameter_types_drop_modifiers_so_the_columns_own_checks_apply():
+    fields = [InboundMessage._meta.get_field(name) for name in ("dedup_key", "account", "payload", "received_at")]
+    types = column_types(fields, connection)
+    assert all("(" not in t for t in types)
+
+
+def _prepared_names() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.postgres
+def test_prepared_once_per_connection_and_kept_after_a_rollback():
+    statement = Prepared("test_sum", "SELECT %(a)s + %(b)s", {"a": "int", "b": "int"})
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            statement.run(cursor, {"a": 2, "b": 3}, connection)
+            assert cursor.fetchone() == (5,)
+        transaction.set_rollback(True)
+    assert statement.name in _prepared_names()
+    with connection.cursor() as cursor:
+        statement.run(cursor, {"a": 4, "b": 3}, connection)  # EXECUTE only: a second PREPARE would fail
+        assert cursor.fetchone() == (7,)
+
+
+@pytest.mark.postgres
+def test_not_prepared_where_the_connection_must_not_keep_session_state(monkeypatch):
+    monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    assert not prepared.prepares(connection)
+    statement = Prepared("test_pooled", "SELECT %s::int * 2", ["int"])
+    with connection.cursor() as cursor:
+        statement.run(cursor, [21], connection)
+        assert cursor.fetchone() == (42,)
+    assert statement.name not in _prepared_names()
+
+
+def test_sqlite_runs_the_plain_statement():
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only")
+    assert not prepared.prepares(connection)
+    with connection.cursor() as cursor:
+        Prepared("t", "SELECT %s + 1", ["int"]).run(cursor, [1], connection)
+        assert cursor.fetchone() == (2,)
+
+
+@pytest.fixture
+def account():
+    from shequn.channels import services as channels
+    from shequn.core import services as core
+
+    ws = core.create_workspace("prep", "Prepared")
+    acc, _ = channels.connect_account(ws, "wx5b1e0c3f9a7d2e44", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "tok123",
+                                      "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx", "safe", "test")
+    return acc
+
+
+def test_the_account_lookup_finds_the_account_and_not_an_unknown_or_overlong_key(account):
+    found = queries.account_for_message(account.endpoint_key)
+    assert found is not None and found.pk == account.pk and found.workspace.slug == "prep"
+    assert queries.account_for_message(account.endpoint_key + "x") is None
+    assert queries.account_for_message("k" * 500) is None  # longer than the column: no match, no error
+
+
+def test_an_overlong_value_is_refused_as_the_orm_refuses_it_never_cut(account):
+    if connection.vendor == "sqlite":
+        pytest.skip("SQLite does not enforce lengths")
+    row = InboundMessage(workspace=account.workspace, account=account, dedup_key="k" * 500, msg_type="text",
+                         from_user="o", to_user="gh", payload={})
+    with pytest.raises(DataError), transaction.atomic():
+        inserts.insert_new(row)
+    assert not InboundMessage.objects.filter(account=account).exists()
