@@ -28,6 +28,8 @@ def test_names_fit_postgresql_identifiers_and_differ_by_statement():
     a = Prepared("x" * 100, "SELECT %s", ["text"])
     b = Prepared("x" * 100, "SELECT %s + 1", ["int"])
     assert len(a.name) <= 63 and a.name != b.name
+    bare = Prepared("My-Table.x", "SELECT 1", [])
+    assert bare.name.endswith("_my_table_x") and bare.execute == f"EXECUTE {bare.name}"
 
 
 def test_parameter_types_drop_modifiers_so_the_columns_own_checks_apply():
@@ -54,6 +56,15 @@ def test_prepared_once_per_connection_and_kept_after_a_rollback():
     with connection.cursor() as cursor:
         statement.run(cursor, {"a": 4, "b": 3}, connection)  # EXECUTE only: a second PREPARE would fail
         assert cursor.fetchone() == (7,)
+
+
+@pytest.mark.postgres
+def test_a_statement_without_parameters():
+    statement = Prepared("test_none", "SELECT 7", [])
+    with connection.cursor() as cursor:
+        for _ in range(2):
+            statement.run(cursor, [], connection)
+            assert cursor.fetchone() == (7,)
 
 
 @pytest.mark.postgres

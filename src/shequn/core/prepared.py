@@ -28,6 +28,7 @@ from typing import Any
 _PREPARED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 _NAMED = re.compile(r"%\((\w+)\)s")
 _POSITIONAL = re.compile(r"%s")
+_NOT_NAME = re.compile(r"[^a-z0-9_]")
 
 
 def prepares(connection: Any) -> bool:
@@ -50,7 +51,7 @@ class Prepared:
     def __init__(self, label: str, sql: str, types: Mapping[str, str] | Sequence[str]) -> None:
         self.sql = sql
         digest = hashlib.sha1(sql.encode()).hexdigest()[:12]  # noqa: S324 - a name, not a secret
-        self.name = f"shequn_{digest}_{label}"[:63]  # PostgreSQL's identifier length
+        self.name = f"shequn_{digest}_{_NOT_NAME.sub('_', label.lower())}"[:63]  # PostgreSQL's identifier length
         self.order: list[str] | None
         if isinstance(types, Mapping):
             self.order = list(dict.fromkeys(_NAMED.findall(sql)))
@@ -63,8 +64,9 @@ class Prepared:
                 raise ValueError(f"{label}: {len(type_list)} types for a different number of parameters")
             counter = iter(range(1, len(type_list) + 1))
             positional = _POSITIONAL.sub(lambda _m: f"${next(counter)}", sql)
-        self.prepare = f"PREPARE {self.name} ({', '.join(type_list)}) AS {positional}"
-        self.execute = f"EXECUTE {self.name} ({', '.join(['%s'] * len(type_list))})"
+        types_sql = f" ({', '.join(type_list)})" if type_list else ""
+        self.prepare = f"PREPARE {self.name}{types_sql} AS {positional}"
+        self.execute = f"EXECUTE {self.name}" + (f" ({', '.join(['%s'] * len(type_list))})" if type_list else "")
 
     def run(self, cursor: Any, params: Mapping[str, Any] | Sequence[Any], connection: Any) -> None:
         """Run the statement with ``params`` on ``cursor`` (Django's or the driver's cursor of
