@@ -78,6 +78,40 @@ def test_not_prepared_where_the_connection_must_not_keep_session_state(monkeypat
     assert statement.name not in _prepared_names()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("pooled", [False, True])
+def test_statements_sent_after_it_in_the_same_text(monkeypatch, pooled):
+    if pooled:  # not prepared: the plain text, its named parameters turned positional
+        monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
+    statement = Prepared("test_then", "SELECT %(a)s::int + %(b)s::int, %(a)s::int", {"a": "int", "b": "int"})
+    with connection.cursor() as cursor:
+        statement.run(cursor, {"a": 1, "b": 2}, connection, then=[("SELECT %s::text", ["x;y"])])
+        assert cursor.fetchone() == (3, 1)
+        assert cursor.nextset() and cursor.fetchone() == ("x;y",)
+
+
+@pytest.mark.postgres
+def test_statements_sent_together_fail_together():
+    from django.db import IntegrityError
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE then_t (k int PRIMARY KEY)")
+        statement = Prepared("test_then_fail", "INSERT INTO then_t VALUES (%s)", ["int"])
+        with pytest.raises(IntegrityError), transaction.atomic():
+            statement.run(cursor, [1], connection, then=[("INSERT INTO then_t VALUES (%s)", [1])])
+        cursor.execute("SELECT count(*) FROM then_t")
+        assert cursor.fetchone() == (0,)
+
+
+def test_statements_are_not_sent_together_where_the_connection_cannot(monkeypatch):
+    if connection.vendor == "postgresql":
+        monkeypatch.setitem(connection.settings_dict, "OPTIONS",
+                            {**connection.settings_dict.get("OPTIONS", {}), "server_side_binding": True})
+    assert not prepared.batches(connection)
+    with connection.cursor() as cursor, pytest.raises(ValueError):
+        Prepared("t", "SELECT %s", ["int"]).run(cursor, [1], connection, then=[("SELECT 1", [])])
+
+
 def test_sqlite_runs_the_plain_statement():
     if connection.vendor != "sqlite":
         pytest.skip("SQLite only")

@@ -77,8 +77,9 @@ class Plan:
 _plans: dict[tuple[type[Model], str], Plan] = {}
 
 
-def _passthrough(field: Any, connection: Any) -> frozenset[type]:
-    """The value types ``field.get_db_prep_save`` returns unchanged on ``connection``."""
+def passes_unchanged(field: Any, connection: Any) -> frozenset[type]:
+    """The value types ``field.get_db_prep_save`` returns unchanged on ``connection`` (a value of
+    another type goes through it)."""
     kind = type(field)
     if kind in _PLAIN_TEXT:
         return _PLAIN_TEXT[kind]
@@ -111,7 +112,7 @@ def plan_for(model: type[Model], alias: str) -> Plan:
     if auto is not None:
         sql += f" RETURNING {quote(auto.column)}"
     steps = tuple((field, field.attname if type(field).pre_save is f.Field.pre_save else None,
-                   _passthrough(field, connection)) for field in fields)
+                   passes_unchanged(field, connection)) for field in fields)
     prepared = Prepared(f"insert_{meta.db_table}", sql, column_types(fields, connection)) if prepares(connection) else None
     plan = _plans[key] = Plan(sql=sql, native_sql=native(sql, connection), fields=fields, steps=steps, auto=auto,
                               prepared=prepared)

@@ -53,8 +53,11 @@ class Prepared:
         digest = hashlib.sha1(sql.encode()).hexdigest()[:12]  # noqa: S324 - a name, not a secret
         self.name = f"shequn_{digest}_{_NOT_NAME.sub('_', label.lower())}"[:63]  # PostgreSQL's identifier length
         self.order: list[str] | None
+        # The plain form with ``%s`` placeholders, for a connection that does not prepare: with
+        # positional parameters it can be sent together with other statements (``run``'s ``then``).
+        self.plain, self.plain_order = _NAMED.sub("%s", sql), _NAMED.findall(sql)
         if isinstance(types, Mapping):
-            self.order = list(dict.fromkeys(_NAMED.findall(sql)))
+            self.order = list(dict.fromkeys(self.plain_order))
             positional = _NAMED.sub(lambda m: f"${self.order.index(m.group(1)) + 1}", sql)  # type: ignore[union-attr]
             type_list = [types[name] for name in self.order]
         else:
@@ -68,21 +71,53 @@ class Prepared:
         self.prepare = f"PREPARE {self.name}{types_sql} AS {positional}"
         self.execute = f"EXECUTE {self.name}" + (f" ({', '.join(['%s'] * len(type_list))})" if type_list else "")
 
-    def run(self, cursor: Any, params: Mapping[str, Any] | Sequence[Any], connection: Any) -> None:
+    def run(self, cursor: Any, params: Mapping[str, Any] | Sequence[Any], connection: Any,
+            then: Sequence[tuple[str, Sequence[Any]]] = ()) -> None:
         """Run the statement with ``params`` on ``cursor`` (Django's or the driver's cursor of
-        ``connection``); fetch its rows from ``cursor`` afterwards."""
-        if not prepares(connection):
+        ``connection``); fetch its rows from ``cursor`` afterwards. ``then``: statements (text with
+        ``%s`` placeholders, parameters) sent in the same text, after this one — where
+        :func:`batches`; the server runs them in order, in one transaction when none is open."""
+        if then and not batches(connection):
+            raise ValueError("this connection cannot send several statements as one text")
+        if not then and not prepares(connection):
             cursor.execute(self.sql, params)
             return
+        sql, values = self.bound(params, connection, cursor)
+        for text, extra in then:
+            sql += ";\n" + text
+            values += extra
+        cursor.execute(sql, values)
+
+    def bound(self, params: Mapping[str, Any] | Sequence[Any], connection: Any,
+              cursor: Any = None) -> tuple[str, list[Any]]:
+        """The text to send and its positional parameters: ``EXECUTE`` where the connection prepares
+        (preparing the statement on it first, on ``cursor`` or a cursor of its own, if not done
+        yet), the plain text otherwise. For a statement sent after another (``run``'s ``then``)."""
+        if not prepares(connection):
+            names = self.plain_order
+            return self.plain, [params[n] for n in names] if self.order is not None else list(params)  # type: ignore[call-overload]
+        if connection.connection is None:
+            connection.ensure_connection()
         raw = connection.connection
         done = _PREPARED.get(raw)
         if done is None:
             done = _PREPARED[raw] = set()
         if self.name not in done:
-            cursor.execute(self.prepare)
+            if cursor is not None:
+                cursor.execute(self.prepare)
+            else:
+                with connection.cursor() as own:
+                    own.execute(self.prepare)
             done.add(self.name)
-        values = [params[name] for name in self.order] if self.order is not None else params  # type: ignore[call-overload]
-        cursor.execute(self.execute, values)
+        return self.execute, [params[n] for n in self.order] if self.order is not None else list(params)  # type: ignore[call-overload]
+
+
+def batches(connection: Any) -> bool:
+    """Whether several statements can be sent as one text on ``connection``: PostgreSQL with
+    client-side parameter binding (Django's default; with server-side binding each text is one
+    statement). Sent outside a transaction, they run in one implicit transaction: all or none."""
+    return (connection.vendor == "postgresql"
+            and connection.settings_dict.get("OPTIONS", {}).get("server_side_binding") is not True)
 
 
 def in_use(connection: Any) -> bool:

@@ -14,7 +14,13 @@ class EngagementConfig(AppConfig):
         from shequn.loyalty.services import EARN_MULTIPLIERS
 
         from . import tasks  # noqa: F401 - registers the periodic review
-        from .services import install_defaults, on_interactions, on_points_changed, tier_multiplier
+        from .services import (
+            install_defaults,
+            on_interactions,
+            on_points_changed,
+            plan_points_changed,
+            tier_multiplier,
+        )
 
         if install_defaults not in WORKSPACE_INITIALIZERS:
             WORKSPACE_INITIALIZERS.append(install_defaults)
@@ -22,4 +28,4 @@ class EngagementConfig(AppConfig):
             INTERACTION_HANDLERS.append(on_interactions)
         if tier_multiplier not in EARN_MULTIPLIERS:
             EARN_MULTIPLIERS.append(tier_multiplier)
-        hooks.on(hooks.POINTS_CHANGED, on_points_changed)
+        hooks.on(hooks.POINTS_CHANGED, on_points_changed, plan=plan_points_changed)

@@ -41,7 +41,9 @@ from django.utils.translation import gettext as _
 
 from shequn.core import audit, clock, hooks
 from shequn.core.errors import Conflict, NotFound, ValidationError
+from shequn.core.inserts import passes_unchanged
 from shequn.core.models import Workspace
+from shequn.core.prepared import Prepared, column_types, prepares
 from shequn.core.tenancy import get_scoped, scoped
 
 from .models import (
@@ -136,10 +138,6 @@ def _aware(value: dt.datetime | None) -> dt.datetime:
 # upserts with SQL arithmetic (PostgreSQL and SQLite share the syntax)
 
 
-def _db(model: type[models.Model], name: str, value: Any) -> Any:
-    return model._meta.get_field(name).get_db_prep_save(value, connection)
-
-
 def _upsert(model: type[models.Model], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
             add: Sequence[str] = (), greatest: Sequence[str] = (), replace: Sequence[str] = (),
             returning: Sequence[str] = ()) -> list[tuple[Any, ...]]:
@@ -148,27 +146,70 @@ def _upsert(model: type[models.Model], keys: Sequence[str], rows: Sequence[Mappi
     order so that concurrent upserts lock in the same order."""
     if not rows:
         return []
-    table = connection.ops.quote_name(model._meta.db_table)
-    q = connection.ops.quote_name
-    names = list(rows[0].keys())
-    cols = [model._meta.get_field(n).column for n in names]
-    ordered = sorted(rows, key=lambda r: tuple(str(r[k]) for k in keys))
+    sql, params = _upsert_statement(model, keys, rows, add=add, greatest=greatest, replace=replace,
+                                    returning=returning)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall()) if returning else []
+
+
+def _upsert_statement(model: type[models.Model], keys: Sequence[str], rows: Sequence[Mapping[str, Any]], *,
+                      add: Sequence[str] = (), greatest: Sequence[str] = (), replace: Sequence[str] = (),
+                      returning: Sequence[str] = (), guard: hooks.Statement | None = None) -> hooks.Statement:
+    """``_upsert``'s statement; with ``guard`` (PostgreSQL, ``hooks.plan``) the rows are inserted or
+    changed only where the guard's condition holds (each value cast to its column's type, as the
+    rows then come from a ``SELECT``), and the statement is prepared once per connection
+    (``core.prepared``; the guard's parameters are cast in its text). Built once per shape of call."""
+    names = tuple(rows[0].keys())
+    shape = (connection.alias, model, tuple(keys), names, len(rows), tuple(add), tuple(greatest), tuple(replace),
+             tuple(returning), None if guard is None else (guard[0], len(guard[1])))
+    built = _UPSERTS.get(shape)
+    if built is None:
+        built = _UPSERTS[shape] = _build_upsert(model, keys, names, len(rows), add=add, greatest=greatest,
+                                                replace=replace, returning=returning, guard=shape[-1])
+    sql, steps, prepared = built
+    ordered = sorted(rows, key=lambda r: tuple(str(r[k]) for k in keys)) if len(rows) > 1 else rows
     params: list[Any] = []
     for r in ordered:
-        params += [_db(model, n, r[n]) for n in names]
+        for name, column, unchanged in steps:
+            value = r[name]
+            params.append(value if type(value) in unchanged else column.get_db_prep_save(value, connection))
+    if guard is not None:
+        params += guard[1]
+    return prepared.bound(params, connection) if prepared is not None else (sql, params)
+
+
+_UPSERTS: dict[tuple[Any, ...], tuple[str, tuple[tuple[str, Any, frozenset[type]], ...], Prepared | None]] = {}
+
+
+def _build_upsert(model: type[models.Model], keys: Sequence[str], names: Sequence[str], n: int, *,
+                  add: Sequence[str], greatest: Sequence[str], replace: Sequence[str], returning: Sequence[str],
+                  guard: tuple[str, int] | None
+                  ) -> tuple[str, tuple[tuple[str, Any, frozenset[type]], ...], Prepared | None]:
+    table = connection.ops.quote_name(model._meta.db_table)
+    q = connection.ops.quote_name
+    fields = [model._meta.get_field(n) for n in names]
     big = "GREATEST" if connection.vendor == "postgresql" else "MAX"
     sets = [f"{q(c)} = {table}.{q(c)} + excluded.{q(c)}" for c in (model._meta.get_field(n).column for n in add)]
     sets += [f"{q(c)} = {big}({table}.{q(c)}, excluded.{q(c)})" for c in (model._meta.get_field(n).column for n in greatest)]
     sets += [f"{q(c)} = excluded.{q(c)}" for c in (model._meta.get_field(n).column for n in replace)]
     conflict = ", ".join(q(model._meta.get_field(k).column) for k in keys)
-    values = ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * len(ordered))
-    sql = (f"INSERT INTO {table} ({', '.join(q(c) for c in cols)}) VALUES {values} "  # noqa: S608 - names from models
+    columns = ", ".join(q(f.column) for f in fields)
+    prepared = None
+    if guard is None:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(names)) + ")"] * n)
+    else:
+        types = column_types(fields, connection)
+        row = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
+        source = f"SELECT * FROM (VALUES {', '.join([row] * n)}) AS v WHERE {guard[0]}"  # noqa: S608 - the guard is the emitter's SQL text, values are parameters
+    sql = (f"INSERT INTO {table} ({columns}) {source} "  # noqa: S608 - names from models
            f"ON CONFLICT ({conflict}) DO " + (f"UPDATE SET {', '.join(sets)}" if sets else "NOTHING"))
     if returning:
         sql += " RETURNING " + ", ".join(q(model._meta.get_field(n).column) for n in returning)
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return list(cur.fetchall()) if returning else []
+    if guard is not None and prepares(connection):
+        prepared = Prepared(f"upsert_{model._meta.db_table}", sql, types * n + ["unknown"] * guard[1])
+    steps = tuple((name, f, passes_unchanged(f, connection)) for name, f in zip(names, fields, strict=True))
+    return sql, steps, prepared
 
 
 # ---------------------------------------------------------------------------------------------
@@ -953,6 +994,14 @@ def _profile_progress(workspace: Workspace, member_ids: Iterable[int], at: dt.da
 
 def _bump(workspace: Workspace, board: str, amounts: Mapping[int, tuple[int, dt.datetime]]) -> None:
     """Add to members' scores on ``board`` in every period of the board that holds the event."""
+    rows = _bump_rows(workspace, board, amounts)
+    _upsert(LeaderboardScore, _SCORE_KEYS, rows, add=("score",), greatest=("reached_at",))
+
+
+_SCORE_KEYS = ("workspace", "board", "period", "period_start", "member")
+
+
+def _bump_rows(workspace: Workspace, board: str, amounts: Mapping[int, tuple[int, dt.datetime]]) -> list[dict[str, Any]]:
     tz = ws_zone(workspace)
     rows: dict[tuple[str, dt.date, int], dict[str, Any]] = {}
     for mid, (amount, at) in amounts.items():
@@ -963,13 +1012,12 @@ def _bump(workspace: Workspace, board: str, amounts: Mapping[int, tuple[int, dt.
             key = (period, period_start(period, day), mid)
             row = rows.get(key)
             if row is None:
-                rows[key] = {"workspace": workspace.pk, "board": board, "period": period, "period_start": key[1],
+                rows[key] = {"workspace": workspace.pk, "board": str(board), "period": str(period), "period_start": key[1],
                              "member": mid, "score": amount, "reached_at": at}
             else:
                 row["score"] += amount
                 row["reached_at"] = max(row["reached_at"], at)
-    _upsert(LeaderboardScore, ["workspace", "board", "period", "period_start", "member"], list(rows.values()),
-            add=("score",), greatest=("reached_at",))
+    return list(rows.values())
 
 
 def _lower(workspace: Workspace, board: str, member_id: int, amount: int, at: dt.datetime) -> None:
@@ -982,7 +1030,7 @@ def _lower(workspace: Workspace, board: str, member_id: int, amount: int, at: dt
 
 
 def _set_streak_score(workspace: Workspace, member_id: int, streak: int, at: dt.datetime, expires_at: dt.datetime) -> None:
-    _upsert(LeaderboardScore, ["workspace", "board", "period", "period_start", "member"],
+    _upsert(LeaderboardScore, _SCORE_KEYS,
             [{"workspace": workspace.pk, "board": Board.STREAK, "period": Period.ALL, "period_start": NO_PERIOD,
               "member": member_id, "score": streak, "reached_at": at, "expires_at": expires_at}],
             replace=("score", "reached_at", "expires_at"))
@@ -1030,6 +1078,25 @@ def on_points_changed(*, workspace: Workspace, member_id: int, point_type: str, 
             _bump(workspace, Board.POINTS, {member_id: (amount, at)})
         elif amount < 0:
             _lower(workspace, Board.POINTS, member_id, -amount, at)
+
+
+def plan_points_changed(guard: hooks.Statement, *, workspace: Workspace, member_id: int, point_type: str, kind: str,
+                        amount: int, at: dt.datetime, **_extra: Any) -> list[hooks.Statement] | None:
+    """What ``on_points_changed`` would write, as statements (``hooks.plan``): the points leaderboards'
+    upsert for spendable points earned, nothing for what it ignores; ``None`` (it must run) for
+    contribution points, which may change a tier, and for refunds."""
+    if kind not in ("earn", "reverse") or not amount:
+        return []
+    from shequn.loyalty.models import PointKind
+
+    pkind = _point_kind(workspace, point_type)
+    if pkind == PointKind.CONTRIBUTION or (pkind == PointKind.CURRENCY and amount < 0):
+        return None
+    if pkind == PointKind.CURRENCY and kind == "earn":
+        rows = _bump_rows(workspace, Board.POINTS, {member_id: (amount, at)})
+        return [_upsert_statement(LeaderboardScore, _SCORE_KEYS, rows, add=("score",), greatest=("reached_at",),
+                                  guard=guard)] if rows else []
+    return []
 
 
 def counter_key(row: Any) -> str:

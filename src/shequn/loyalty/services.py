@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.db.models import F, Min, Q, Sum
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -38,7 +38,7 @@ from django.utils.translation import gettext as _
 from shequn.core import audit, clock, hooks
 from shequn.core.errors import Conflict, NotFound, ValidationError
 from shequn.core.models import Workspace
-from shequn.core.prepared import Prepared
+from shequn.core.prepared import Prepared, batches
 from shequn.core.tenancy import get_scoped, scoped
 from shequn.interactions.conditions import matches
 from shequn.members import queries as member_queries
@@ -618,10 +618,16 @@ _TYPES = {"ws": "bigint", "pt": "bigint", "member": "bigint", "points": "bigint"
 
 
 @functools.cache
-def _earn_statement(at_given: bool) -> Prepared:
+def _earn_statement(at_given: bool, clocked: bool = False) -> Prepared:
     """A plain earn: the conditional ``UPDATE`` of the balance row (which is the lock; it matches no
-    row when something is due), the entry and the lot inserted from what it returns."""
-    at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
+    row when something is due), the entry and the lot inserted from what it returns.
+
+    The entry's time is the later of the balance's last change and now (ledger time never goes
+    back on a balance), or the time the caller gave (``at_given``). ``clocked``: it is now, and the
+    statement matches no row where the balance changed later than that (another clock ran ahead) —
+    the time the handlers' statements planned with it were given (``hooks.plan``)."""
+    at = "%(now)s" if at_given or clocked else "GREATEST(updated_at, %(now)s)"
+    ahead = " AND updated_at <= %(now)s" if clocked and not at_given else ""
     released = f"(%(available_at)s <= {at})"
     t = _tables()
     sql = f"""
@@ -633,7 +639,7 @@ def _earn_statement(at_given: bool) -> Prepared:
                 next_change_at = LEAST(next_change_at, %(expires)s, CASE WHEN {released} THEN NULL ELSE %(available_at)s END),
                 updated_at = {at}
             WHERE workspace_id = %(ws)s AND point_type_id = %(pt)s AND member_id = %(member)s
-              AND (next_change_at IS NULL OR next_change_at > {at})
+              AND (next_change_at IS NULL OR next_change_at > {at}){ahead}
             RETURNING updated_at AS at
         ), e AS (
             INSERT INTO {t['entry']} ({_ENTRY_COLUMNS})
@@ -647,18 +653,25 @@ def _earn_statement(at_given: bool) -> Prepared:
             RETURNING 1
         )
         SELECT e.id, e.at FROM e, l"""  # noqa: S608 - names from the models, values are parameters
-    return Prepared("loyalty_earn", sql, _TYPES)
+    return Prepared("loyalty_earn_clocked" if ahead else "loyalty_earn", sql, _TYPES)
+
+
+_SPEND_CHECK = "ledger_inconsistent: the spend drew other lots than it planned"
 
 
 @functools.cache
-def _spend_statement(at_given: bool) -> Prepared:
+def _spend_statement(at_given: bool, clocked: bool = False) -> Prepared:
     """A spend (see ``_pg_spend``): lock the balance row, read the lots in expiry order, and — when
-    the gate ``ok`` lets it — write the entry, the lot updates, the draws and the balance update."""
-    at = "%(now)s" if at_given else "GREATEST(updated_at, %(now)s)"
+    the gate ``ok`` lets it — write the entry, the lot updates, the draws and the balance update.
+    ``clocked`` as for ``_earn_statement``: the gate also closes where the balance changed later
+    than now."""
+    at = "%(now)s" if at_given or clocked else "GREATEST(updated_at, %(now)s)"
+    ahead = " AND b.changed <= %(now)s" if clocked and not at_given else ""
     t = _tables()
     sql = f"""
         WITH b AS (
-            SELECT id, available, pending, xmin AS v, {at} AS at, (next_change_at IS NOT NULL AND next_change_at <= {at}) AS due
+            SELECT id, available, pending, xmin AS v, {at} AS at, updated_at AS changed,
+                   (next_change_at IS NOT NULL AND next_change_at <= {at}) AS due
             FROM {t['bal']} WHERE workspace_id = %(ws)s AND point_type_id = %(pt)s AND member_id = %(member)s
             FOR UPDATE
         ), s AS (
@@ -675,7 +688,7 @@ def _spend_statement(at_given: bool) -> Prepared:
             WHERE upto - remaining < %(points)s
         ), ok AS (
             SELECT b.id, b.at FROM b, s
-            WHERE b.v = s.v AND NOT b.due AND b.available >= %(points)s AND (SELECT sum(take) FROM d) = %(points)s
+            WHERE b.v = s.v AND NOT b.due AND b.available >= %(points)s AND (SELECT sum(take) FROM d) = %(points)s{ahead}
         ), e AS (
             INSERT INTO {t['entry']} ({_ENTRY_COLUMNS})
             SELECT %(ws)s, %(member)s, %(pt)s, 'spend', -%(points)s, 0, %(reason)s, %(actor)s, %(source)s, %(key)s,
@@ -692,18 +705,26 @@ def _spend_statement(at_given: bool) -> Prepared:
             WHERE bal.id = ok.id AND bal.available >= %(points)s RETURNING 1
         )
         SELECT b.available, b.pending, b.due, e.id, e.at, (SELECT count(*) FROM d), (SELECT count(*) FROM w),
-               (SELECT count(*) FROM c)
+               (SELECT count(*) FROM c),
+               -- The statement checks itself, as it may commit by itself: a spend that drew other lots
+               -- than it planned, or missed its balance update, fails whole (a text cast to a number).
+               CAST(CASE WHEN e.id IS NULL OR ((SELECT count(*) FROM w) = (SELECT count(*) FROM d)
+                                               AND (SELECT count(*) FROM c) = 1)
+                         THEN '1' ELSE '{_SPEND_CHECK}' END AS int)
         FROM b LEFT JOIN e ON true"""  # noqa: S608 - names from the models, values are parameters
-    return Prepared("loyalty_spend", sql, _TYPES)
+    return Prepared("loyalty_spend_clocked" if ahead else "loyalty_spend", sql, _TYPES)
 
 
 def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
              source_interaction_id: int | None, requested: dt.datetime | None, earned_at: dt.datetime | None,
              tz: dt.tzinfo) -> PointEntry | None:
     """An earn as one statement; ``None`` (and nothing written) when the member has no balance row
-    yet or something is due on it — the general path handles those. Outside a transaction and with
-    no ``POINTS_CHANGED`` handler the statement commits by itself (one round trip); otherwise it runs
-    in a transaction (a savepoint inside an outer one) together with the handlers."""
+    yet or something is due on it — the general path handles those.
+
+    Outside a transaction, when the ``POINTS_CHANGED`` handlers can say what they would write as
+    statements (``hooks.plan``; none at all is the simplest case), the earn and those statements
+    are sent as one text and commit together: one round trip. Otherwise it runs in a transaction
+    (a savepoint inside an outer one) together with the handlers."""
     stamp = clock.now()
     now = requested or stamp
     basis = min(earned_at or now, now)
@@ -711,10 +732,12 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
     params = {"ws": workspace.pk, "pt": pt.pk, "member": mid, "points": points, "reason": reason, "actor": actor,
               "source": source_interaction_id, "key": key, "now": now, "stamp": stamp, "basis": basis,
               "available_at": available_at, "expires": expires}
-    subscribed = _subscribed()
-    with transaction.atomic() if connection.in_atomic_block or subscribed else contextlib.nullcontext():
+    planned = _planned(workspace, pt, key, mid, EntryKind.EARN, points, now)
+    subscribed = planned is None
+    with transaction.atomic() if subscribed else contextlib.nullcontext():
         with connection.cursor() as cur:
-            _earn_statement(requested is not None).run(cur, params, connection)
+            _earn_statement(requested is not None, clocked=bool(planned)).run(cur, params, connection,
+                                                                             then=planned or ())
             row = cur.fetchone()
         if row is None:
             return None
@@ -728,6 +751,23 @@ def _pg_earn(workspace: Workspace, pt: PointType, mid: int, points: int, *, reas
     return entry
 
 
+def _planned(workspace: Workspace, pt: PointType, key: str, mid: int, kind: str, amount: int,
+             at: dt.datetime) -> list[hooks.Statement] | None:
+    """The statements the ``POINTS_CHANGED`` handlers would write for an entry about to be written
+    outside a transaction (``hooks.plan``), or ``None`` when it must run in a transaction (inside
+    one already, a connection that cannot send statements together, a handler that must run).
+    Their guard holds where the entry under ``key`` was written by the same transaction — so they
+    write nothing when the operation wrote nothing (it fell to the general path, or it was a replay,
+    whose insert fails and takes the whole text with it)."""
+    if connection.in_atomic_block or not batches(connection):
+        return None
+    guard = (f"EXISTS (SELECT 1 FROM {_tables()['entry']} WHERE workspace_id = %s::bigint "  # noqa: S608
+             "AND point_type_id = %s::bigint AND idempotency_key = %s::text AND xmin = pg_current_xact_id()::xid)",
+             [workspace.pk, pt.pk, key])
+    return hooks.plan(hooks.POINTS_CHANGED, guard, workspace=workspace, member_id=mid, point_type=pt.code,
+                      kind=kind, amount=amount, at=at)
+
+
 @dataclass
 class _Refused:
     """A spend the locked balance cannot cover (nothing was written)."""
@@ -737,13 +777,15 @@ class _Refused:
 
 
 def _pg_spend(workspace: Workspace, pt: PointType, mid: int, points: int, *, reason: str, actor: str, key: str,
-              source_interaction_id: int | None, requested: dt.datetime | None) -> PointEntry | _Refused | None:
-    """A spend as one statement, inside the caller's transaction: it locks the balance row (``FOR
-    UPDATE``), reads the lots to draw from in expiry order, and writes the entry, the lot updates,
-    the draws and the conditional balance update — or writes nothing and returns ``_Refused`` when
-    the available points do not cover the spend, or ``None`` when the general path must run: no
-    balance row yet, something due on it, more than ``PLAN_CHUNK`` lots needed, or the row changed
-    after the statement's snapshot was taken.
+              source_interaction_id: int | None, requested: dt.datetime | None, stamp: dt.datetime | None = None,
+              then: Sequence[hooks.Statement] | None = None) -> PointEntry | _Refused | None:
+    """A spend as one statement, inside the caller's transaction or outside one (``spend`` decides,
+    see ``_planned``), then committing by itself together with ``then``, the handlers' statements
+    sent in the same text. It locks the balance row (``FOR UPDATE``), reads the lots to draw from
+    in expiry order, and writes the entry, the lot updates, the draws and the conditional balance
+    update — or writes nothing and returns ``_Refused`` when the available points do not cover the
+    spend, or ``None`` when the general path must run: no balance row yet, something due on it, more
+    than ``PLAN_CHUNK`` lots needed, or the row changed after the statement's snapshot was taken.
 
     That last gate is what makes one statement safe. The lots are read from the statement's
     snapshot, while ``FOR UPDATE`` returns the newest version of the balance row (after waiting for
@@ -752,16 +794,21 @@ def _pg_spend(workspace: Workspace, pt: PointType, mid: int, points: int, *, rea
     (same ``xmin``) the snapshot holds every change made to the lots before the lock — and nobody
     changes them after it until this transaction ends. Otherwise the general path reads them again
     under the lock."""
-    stamp = clock.now()
+    stamp = stamp or clock.now()
     params = {"ws": workspace.pk, "pt": pt.pk, "member": mid, "points": points, "reason": reason, "actor": actor,
               "source": source_interaction_id, "key": key, "now": requested or stamp, "stamp": stamp,
               "chunk": PLAN_CHUNK}
-    with connection.cursor() as cur:
-        _spend_statement(requested is not None).run(cur, params, connection)
-        row = cur.fetchone()
+    try:
+        with connection.cursor() as cur:
+            _spend_statement(requested is not None, clocked=bool(then)).run(cur, params, connection, then=then or ())
+            row = cur.fetchone()
+    except DataError as exc:
+        if _SPEND_CHECK in str(exc):
+            raise _inconsistent() from exc
+        raise
     if row is None:
         return None  # no balance row yet
-    available, pending, due, pk, at, planned, drawn, changed = row
+    available, pending, due, pk, at, planned, drawn, changed, _checked = row
     if pk is None:
         return _Refused(available, pending) if not due and available < points else None
     if drawn != planned or changed != 1:
@@ -927,18 +974,22 @@ def spend(workspace: Workspace, member: Member | int, point_type: PointType | st
     def check() -> PointEntry | None:
         return _replayed(workspace, pt, key, kind=EntryKind.SPEND, member_id=mid, amount=-points)
 
+    def answer(done: PointEntry | _Refused | None) -> PointEntry | None:
+        if isinstance(done, _Refused):
+            hit = check()
+            if hit is not None:
+                return hit
+            raise _insufficient(done, points)
+        return done
+
     def body() -> PointEntry:
         if _fused():
             done = _pg_spend(workspace, pt, mid, points, reason=reason, actor=actor, key=key,
                              source_interaction_id=source_interaction_id, requested=requested)
             if isinstance(done, PointEntry):
                 _announce(workspace, pt.code, done)
-                return done
-            if done is not None:
-                hit = check()
-                if hit is not None:
-                    return hit
-                raise _insufficient(done, points)
+            if (entry := answer(done)) is not None:
+                return entry
         # The general path. One round trip: lock the balance, then (the server runs them in order)
         # read the lots the spend would take, as of a time no later than the ledger time decided below.
         provisional = requested or clock.now()
@@ -960,6 +1011,22 @@ def spend(workspace: Workspace, member: Member | int, point_type: PointType | st
             _announce(workspace, pt.code, entry)
         return entry
 
+    if _fused():
+        # Outside a transaction, one round trip: the spend statement commits by itself, with what
+        # the handlers would write (``_planned``); the general path runs when it cannot apply.
+        stamp = clock.now()
+        planned = _planned(workspace, pt, key, mid, EntryKind.SPEND, -points, requested or stamp)
+        if planned is not None:
+            try:
+                done = _pg_spend(workspace, pt, mid, points, reason=reason, actor=actor, key=key,
+                                 source_interaction_id=source_interaction_id, requested=requested, stamp=stamp,
+                                 then=planned)
+            except IntegrityError:
+                done = check()  # a replay: the key's insert failed, and nothing of the text was kept
+                if done is None:
+                    raise
+            if (entry := answer(done)) is not None:
+                return entry
     return _idempotent(check, body)
 
 
