@@ -20,6 +20,10 @@ detaches them for the run, to measure the ledger alone (the figure's name then e
 A second figure per worker count: stored-value payments (``wallet.services.pay``: idempotent entry
 and conditional balance update) against the same bare conditional ``UPDATE`` (debits only).
 
+Then, in a child of its own on the same database, the counter's redemption latency: p50 and p99
+of ``POST /api/v1/redemptions`` against a bare conditional ``UPDATE`` endpoint (``bench/redemption.py``;
+``--without-redemption`` leaves it out).
+
     python -m bench.loyalty [--quick] [--ops N] [--members N]
     python -m bench.loyalty --postgres postgres://postgres@127.0.0.1:5432/shequn_bench [--prepared] [--without-subscribers]
 
@@ -85,7 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     code = run_isolated("bench.loyalty", argv)
     if code != -1:
-        return code
+        if "--without-redemption" in argv or "-h" in argv or "--help" in argv:
+            return code
+        # The counter's side of the programme: redemption latency at the counter endpoint
+        # (``bench/redemption.py``), on the same database, in a child of its own.
+        extra = ["--quick"] if "--quick" in argv else []
+        if "--postgres" in argv:
+            extra += ["--postgres", argv[argv.index("--postgres") + 1]]
+        return max(code, run_isolated("bench.redemption", extra))
     parser = argparse.ArgumentParser(prog="shequn bench loyalty")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ops", type=int, default=None, help="operations per worker count (default 20,000; quick 1,000)")
@@ -98,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(OPTIONS server_side_binding and prepare_threshold), for both figures")
     parser.add_argument("--without-subscribers", action="store_true",
                         help="detach POINTS_CHANGED subscribers of other domains for the run")
+    parser.add_argument("--without-redemption", action="store_true",
+                        help="leave out the counter redemption latency (bench/redemption.py) that follows")
     args = parser.parse_args(argv)
     total_ops = args.ops or (1_000 if args.quick else 20_000)
     n_members = args.members or (300 if args.quick else 5_000)
