@@ -14,12 +14,12 @@ running anything: ``hooks.on(EVENT, handler, plan=planner)``. The domain where t
 can then ask :func:`plan` *before* it writes, and send its own statement and the handlers' in one
 text (PostgreSQL runs several statements sent as one text in order, in one transaction), so the
 event costs no round trip of its own — the points ledger does so for an award outside a transaction.
-A planner gets a *guard* (an SQL condition with its parameters, true only where the emitter's own
+A planner gets a *guard* — an SQL condition with its parameters, true only where the emitter's own
 write happened in the same transaction; each parameter is cast in the text, so a planner may
-prepare its statement with them as of type ``unknown``) and the event's keyword arguments except ``entry_id`` (not
-known before the write); it returns statements that write only where the guard holds, ``[]`` when
-the handler would do nothing, or ``None`` when it needs to run (to read something, to decide) — then
-the emitter runs its usual transaction and calls :func:`emit`.
+prepare its statement with them as of type ``unknown`` — and the event's keyword arguments except
+``entry_id`` (not known before the write). It returns statements that write only where the guard
+holds, ``[]`` when the handler would do nothing, or ``None`` when it needs to run (to read something,
+to decide): the emitter then runs its usual transaction and calls :func:`emit`.
 """
 
 from __future__ import annotations

@@ -94,8 +94,7 @@ class Prepared:
         (preparing the statement on it first, on ``cursor`` or a cursor of its own, if not done
         yet), the plain text otherwise. For a statement sent after another (``run``'s ``then``)."""
         if not prepares(connection):
-            names = self.plain_order
-            return self.plain, [params[n] for n in names] if self.order is not None else list(params)  # type: ignore[call-overload]
+            return self.plain, [params[n] for n in self.plain_order] if self.order is not None else list(params)  # type: ignore[call-overload]
         if connection.connection is None:
             connection.ensure_connection()
         raw = connection.connection
