@@ -20,17 +20,6 @@ def _message(account, key: str) -> InboundMessage:
                           reply_meta={"rule": 3, "tags": ["会员", "vip"]}, payload={"Content": "积分", "n": 1.5})
 
 
-@pytest.fixture
-def account():
-    from shequn.channels import services as channels
-    from shequn.core import services as core
-
-    ws = core.create_workspace("ins", "Inserts")
-    acc, _ = channels.connect_account(ws, "wx5b1e0c3f9a7d2e44", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "tok123",
-                                      "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx", "safe", "test")
-    return acc
-
-
 def test_the_row_reads_back_as_the_orm_would_have_written_it(account):
     ours = inserts.insert_new(_message(account, "k1"))
     theirs = InboundMessage.objects.create(**{f.attname: getattr(_message(account, "k2"), f.attname)

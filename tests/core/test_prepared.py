@@ -121,17 +121,6 @@ def test_sqlite_runs_the_plain_statement():
         assert cursor.fetchone() == (2,)
 
 
-@pytest.fixture
-def account():
-    from shequn.channels import services as channels
-    from shequn.core import services as core
-
-    ws = core.create_workspace("prep", "Prepared")
-    acc, _ = channels.connect_account(ws, "wx5b1e0c3f9a7d2e44", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "tok123",
-                                      "Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx", "safe", "test")
-    return acc
-
-
 def test_the_account_lookup_finds_the_account_and_not_an_unknown_or_overlong_key(account):
     found = queries.account_for_message(account.endpoint_key)
     assert found is not None and found.pk == account.pk and found.workspace.slug == "prep"
