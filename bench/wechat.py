@@ -20,7 +20,7 @@ Each figure is printed with a baseline measured in the same run on the same mach
    latency percentiles of both endpoints are printed with the figure.
    Each WeChat message is signed and encrypted (safe mode) as WeChat does, and answered through the
    rules: signature and AES checks, the keyword reply, the de-duplication record holding the reply
-   and the message with its recording task (one transaction), the encrypted reply. The baseline is a
+   and the message (one insert: the row is the recording's queue entry), the encrypted reply. The baseline is a
    bare endpoint in the same server (a URLconf defined here, not in the product) that looks the
    account up, checks the request signature and answers ``success``. Bare and full requests
    alternate; every follower has written once before the measurement (a live account). Task workers
@@ -383,9 +383,9 @@ def _push_all(port: int, targets: dict[str, tuple[str, str]], texts: list[str], 
 
 
 def start_worker() -> Any:
-    """A task worker in its own process on the benchmark's database, as deployed: it records the
-    messages the endpoint answered (``channels.record_inbound``) while they arrive, so its work competes
-    with the endpoint for the machine's cores during the measurement."""
+    """A task worker in its own process on the benchmark's database, as deployed: its drain thread
+    records the messages the endpoint stored as they arrive, so its work competes with the endpoint
+    for the machine's cores during the measurement."""
     import subprocess
 
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="shequn.settings")

@@ -3,7 +3,6 @@ independent implementation of the protocol: it signs, encrypts and reads replies
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from itertools import count
 from urllib.parse import urlencode
@@ -57,12 +56,12 @@ class WeChatServer:
         return self.client.get(self.path, q)
 
     def post(self, body: str | bytes, query: dict[str, str], *, record: bool = True):
-        """POST ``body``; then, unless ``record`` is False, record what the endpoint stored, as the
-        ``channels.record_inbound`` task does once the request's transaction commits (inside a test's
-        transaction nothing commits, so the tests run the same recording code at once)."""
+        """POST ``body``; then, unless ``record`` is False, record what the endpoint stored, as a
+        worker's drain does once the request's transaction commits (inside a test's transaction
+        nothing commits, so the tests run the same recording code at once)."""
         response = self.client.post(f"{self.path}?{urlencode(query)}", data=body, content_type="text/xml")
         if record:
-            services.record_pending(older_than=dt.timedelta(0))
+            services.record_waiting()
         return response
 
     def push(self, xml: str, *, encrypt: bool = False, plain_copy: bool = False, query: dict[str, str] | None = None,

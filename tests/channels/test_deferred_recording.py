@@ -1,11 +1,13 @@
-"""Recording off the fast path (ADR 0005): the endpoint answers from one insert, the real database
-queue and worker record the interaction after commit, a retry before the worker ran is answered the
-same and enqueues nothing more, the sweep records a message whose task was lost, and a message the
-interaction log refuses keeps its reason and is not retried."""
+"""Recording off the fast path (ADR 0005): the endpoint answers from one insert and writes nothing
+else, a real worker's drain records the interaction after commit, a retry before the worker ran is
+answered the same and stores nothing more, the sweep records what no drain got to, a message whose
+recording raises is held back while the others are recorded, and a message the interaction log
+refuses keeps its reason and is not retried."""
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from io import StringIO
 
 import pytest
@@ -19,8 +21,6 @@ from shequn.interactions.models import Interaction
 from shequn.members.models import Member
 
 from .helpers import WeChatServer, connect, event_xml, text_xml
-
-RECORD = "shequn.channels.tasks.record_inbound"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,13 +49,12 @@ def test_the_answer_comes_first_and_the_worker_records_the_message(deferred):
     record = InboundMessage.objects.get(workspace=ws)
     assert (record.recorded_at, record.interaction_id, record.reply_content) == (None, None, "收到")
     assert not Interaction.objects.filter(workspace=ws).exists()
-    assert [r.args_kwargs["args"] for r in DBTaskResult.objects.filter(task_path=RECORD)] == [[record.pk]]
+    assert not DBTaskResult.objects.exists(), "the stored row is its own queue entry: no task row"
 
-    # WeChat retries before the worker ran: the same answer, no second row, no second task.
+    # WeChat retries before the worker ran: the same answer, no second row.
     again = server.reply(server.push(xml, encrypt=True, record=False), encrypted=True)
     assert again.content == "收到"
     assert InboundMessage.objects.filter(workspace=ws).count() == 1
-    assert DBTaskResult.objects.filter(task_path=RECORD).count() == 1
 
     work()
     record.refresh_from_db()
@@ -65,8 +64,9 @@ def test_the_answer_comes_first_and_the_worker_records_the_message(deferred):
     assert interaction.properties["content"] == "在吗"
     assert Member.objects.get(workspace=ws).interaction_count == 1
 
-    # Running the task again (at-least-once delivery) changes nothing.
+    # Recording it again (another worker, the sweep) changes nothing.
     assert services.record_inbound(record.pk) == services.ALREADY
+    assert services.record_waiting() == 0 and services.record_pending(older_than=dt.timedelta(0)) == {}
     assert Interaction.objects.filter(workspace=ws).count() == 1
 
 
@@ -82,11 +82,12 @@ def test_a_new_follower_from_a_qr_code_is_recorded_with_the_source(deferred):
     assert Interaction.objects.get(workspace=ws).type == "follow"
 
 
-def test_the_sweep_records_a_message_whose_task_was_lost(deferred):
+def test_the_sweep_records_what_no_drain_got_to(deferred):
     ws, server = deferred
     server.push(text_xml("有人吗", "26000000000000002"), encrypt=True, record=False)
-    DBTaskResult.objects.all().delete()  # the broker lost it
-    assert services.record_pending() == {}, "a fresh message still has its task's minute"
+    call_command("shequn_worker", "--batch", "--no-scheduler", "--no-drains", stdout=StringIO())
+    assert InboundMessage.objects.get(workspace=ws).recorded_at is None, "a worker without drains leaves it"
+    assert services.record_pending() == {}, "a fresh message still has its minute for the drains"
     InboundMessage.objects.filter(workspace=ws).update(received_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert services.record_pending() == {"recorded": 1}
     assert services.record_pending() == {}
@@ -106,3 +107,45 @@ def test_a_message_the_log_refuses_keeps_its_reason_and_is_not_retried(deferred,
     assert not Interaction.objects.filter(workspace=ws).exists()
     InboundMessage.objects.filter(pk=record.pk).update(received_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     assert services.record_pending() == {}
+
+
+def test_a_message_whose_recording_raises_is_held_back_and_the_others_are_recorded(deferred, monkeypatch, caplog):
+    ws, server = deferred
+    monkeypatch.setattr(services, "_held", {})
+    server.push(text_xml("第一条", "26000000000000004"), encrypt=True, record=False)
+    server.push(text_xml("第二条", "26000000000000005"), encrypt=True, record=False)
+    first, second = InboundMessage.objects.filter(workspace=ws).order_by("received_at", "pk")
+    real = services.record_inbound
+
+    def flaky(record_id: int, **kwargs) -> str:
+        if record_id == first.pk:
+            raise RuntimeError("the member service is down")
+        return real(record_id, **kwargs)
+
+    monkeypatch.setattr(services, "record_inbound", flaky)
+    assert services.record_pending(older_than=dt.timedelta(0)) == {"failed": 1, "recorded": 1}
+    assert "recording message" in caplog.text
+    assert services.record_waiting() == 0, "held back: the drain does not spin on it"
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.recorded_at is None and first.record_error == "" and second.recorded_at is not None
+
+    monkeypatch.setattr(services, "record_inbound", real)
+    services._held[first.pk] = (0.0, 1)  # its hold has run out
+    assert services.record_waiting() == 1
+    first.refresh_from_db()
+    assert first.recorded_at is not None and first.pk not in services._held
+    assert Interaction.objects.filter(workspace=ws).count() == 2
+
+
+def test_holds_grow_and_stay_bounded(monkeypatch):
+    monkeypatch.setattr(services, "_held", {})
+    waits = []
+    for _ in range(12):
+        services._hold(7)
+        until, failures = services._held[7]
+        waits.append(round(until - time.monotonic()))
+    assert waits[:4] == [5, 10, 20, 40] and waits[-1] == services.HOLD_MAX.total_seconds()
+    assert services._held_ids() == [7]
+    services._release(7)
+    assert services._held_ids() == []

@@ -31,3 +31,31 @@ def test_concurrent_deliveries_of_one_message_record_it_once_with_one_reply(xml)
     assert InboundMessage.objects.filter(workspace=ws).count() == 1
     member = Member.objects.get(workspace=ws)
     assert member.interaction_count == 1
+
+
+def test_drains_in_several_workers_record_every_message_once():
+    """Four drains at once over 60 stored messages of 6 followers: each worker skips what another holds
+    (``FOR UPDATE SKIP LOCKED``), every message is recorded exactly once, every count is exact."""
+    from shequn.channels import services
+
+    ws = core.create_workspace("drains", "Drains")
+    _, path = connect(ws, "safe", reply="收到")
+    server = WeChatServer(path)
+    for i in range(60):
+        server.push(text_xml(f"第{i}条", str(25000000000000000 + i), openid=f"oDrain{i % 6:02d}xxxxxxxxxxxxxxxxxxxx"),
+                    encrypt=True, record=False)
+    assert InboundMessage.objects.filter(workspace=ws, recorded_at__isnull=True).count() == 60
+
+    def drain(_i):
+        settled = 0
+        while True:
+            done = services.record_waiting(limit=7)
+            if not done and not InboundMessage.objects.filter(workspace=ws, recorded_at__isnull=True).exists():
+                return settled
+            settled += done
+
+    settled = run_threads(4, drain)
+    assert sum(settled) >= 60
+    assert InboundMessage.objects.filter(workspace=ws, recorded_at__isnull=True).count() == 0
+    assert Interaction.objects.filter(workspace=ws).count() == 60
+    assert sorted(Member.objects.filter(workspace=ws).values_list("interaction_count", flat=True)) == [10] * 6

@@ -54,47 +54,6 @@ def test_models_it_cannot_insert_faithfully_are_refused(account, monkeypatch):
         inserts.insert_new(saved)
 
 
-def _task_rows():
-    return list(DBTaskResult.objects.filter(task_path="shequn.channels.tasks.record_inbound").values_list("args_kwargs", flat=True))
-
-
-def test_a_row_and_its_task_are_stored_together(account):
-    from shequn.channels import tasks
-    from shequn.core.tasks import insert_with_task
-
-    with transaction.atomic():
-        record = insert_with_task(_message(account, "t1"), tasks.record_inbound)
-    assert record.pk is not None and not record._state.adding
-    assert _task_rows() == [{"args": [record.pk], "kwargs": {}}]
-    stored = DBTaskResult.objects.get(task_path="shequn.channels.tasks.record_inbound")
-    assert stored.status == "READY" and stored.queue_name == "default" and stored.run_after.year == 9999
-    assert InboundMessage.objects.get(pk=record.pk).payload == {"Content": "积分", "n": 1.5}
-
-
-def test_a_rolled_back_transaction_keeps_neither(account):
-    from shequn.channels import tasks
-    from shequn.core.tasks import insert_with_task
-
-    class Abort(Exception):
-        pass
-
-    with pytest.raises(Abort), transaction.atomic():
-        insert_with_task(_message(account, "t2"), tasks.record_inbound)
-        raise Abort
-    assert _task_rows() == [] and not InboundMessage.objects.filter(dedup_key="t2").exists()
-
-
-def test_a_duplicate_row_enqueues_nothing(account):
-    from shequn.channels import tasks
-    from shequn.core.tasks import insert_with_task
-
-    with transaction.atomic():
-        first = insert_with_task(_message(account, "t3"), tasks.record_inbound)
-    with pytest.raises(IntegrityError), transaction.atomic():
-        insert_with_task(_message(account, "t3"), tasks.record_inbound)
-    assert _task_rows() == [{"args": [first.pk], "kwargs": {}}]
-
-
 def test_planned_values_are_the_orms_for_every_field_and_value_kind(account):
     """The plan passes str, int, bool and None through only where the field's own preparation would
     return them unchanged; anything else (a lazy string, a number in a text field, JSON, dates) goes
@@ -136,31 +95,3 @@ def test_statements_are_seen_by_query_logging_when_it_is_on(account):
     b = inserts.insert_new(_message(account, "q2"))
     rows = {r.dedup_key: r for r in InboundMessage.objects.filter(pk__in=[a.pk, b.pk])}
     assert rows["q1"].reply_meta == rows["q2"].reply_meta and rows["q1"].payload == rows["q2"].payload
-
-
-def test_a_prepared_task_row_is_the_row_django_tasks_writes(account):
-    """enqueue_atomically's row, inserted from the row prepared once per task, holds what the
-    backend's own enqueue() writes (apart from its id and time)."""
-    from shequn.channels import tasks
-    from shequn.core.tasks import enqueue_atomically
-
-    with transaction.atomic():
-        enqueue_atomically(tasks.record_inbound, 41)
-        enqueue_atomically(tasks.record_inbound, 42)
-    tasks.record_inbound.enqueue(43)
-    rows = {r.args_kwargs["args"][0]: r for r in DBTaskResult.objects.filter(task_path=tasks.record_inbound.module_path)}
-    assert sorted(rows) == [41, 42, 43] and rows[41].id != rows[42].id
-    for field in DBTaskResult._meta.concrete_fields:
-        if field.name not in ("id", "enqueued_at", "args_kwargs"):
-            assert getattr(rows[41], field.name) == getattr(rows[43], field.name), field.name
-    assert abs((rows[41].enqueued_at - rows[43].enqueued_at).total_seconds()) < 5
-
-
-def test_task_arguments_other_than_ids_are_normalised_as_django_tasks_does(account):
-    from shequn.channels import tasks
-    from shequn.core.tasks import enqueue_atomically
-
-    with transaction.atomic():
-        enqueue_atomically(tasks.record_inbound, (1, 2), note="x")  # not ids: normalised, as enqueue() does
-    [row] = DBTaskResult.objects.filter(task_path=tasks.record_inbound.module_path)
-    assert row.args_kwargs == {"args": [[1, 2]], "kwargs": {"note": "x"}}

@@ -32,10 +32,12 @@ from shequn.core import tasks as core_tasks
 from shequn.core.builtin_tasks import ping
 from shequn.core.models import PeriodicSchedule
 from shequn.core.tasks import (
+    DRAIN_REGISTRY,
     PERIODIC_REGISTRY,
-    enqueue_atomically,
     enqueue_on_commit,
+    register_drain,
     register_periodic,
+    run_drains,
     run_due_periodic,
     sync_periodic_schedules,
 )
@@ -176,36 +178,6 @@ def test_enqueue_on_commit_validates_arguments(database_tasks: None) -> None:
         enqueue_on_commit(ping, object())
     with pytest.raises(TypeError, match="Task"):
         enqueue_on_commit(lambda: None)  # type: ignore[arg-type]
-
-
-@pytest.mark.django_db(transaction=True)
-def test_enqueue_atomically_writes_the_task_in_the_transaction_on_the_database_queue(database_tasks: None) -> None:
-    with pytest.raises(RuntimeError), transaction.atomic():
-        enqueue_atomically(ping, "rolled-back")
-        assert _queued_args() == [["rolled-back"]], "the task row is part of the transaction"
-        raise RuntimeError("roll back")
-    assert _queued() == [], "and rolls back with it"
-
-    with transaction.atomic():
-        enqueue_atomically(ping, "committed")
-    assert _queued_args() == [["committed"]]
-    with pytest.raises(TypeError, match="JSON"), transaction.atomic():
-        enqueue_atomically(ping, object())
-
-
-@pytest.mark.django_db(transaction=True)
-def test_enqueue_atomically_waits_for_the_commit_on_other_backends(settings: Any) -> None:
-    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
-    from django_tasks import default_task_backend
-
-    with pytest.raises(RuntimeError), transaction.atomic():
-        enqueue_atomically(ping, "rolled-back")
-        raise RuntimeError("roll back")
-    assert default_task_backend.results == []
-    with transaction.atomic():
-        enqueue_atomically(ping, "committed")
-        assert default_task_backend.results == []
-    assert [r.args for r in default_task_backend.results] == [["committed"]]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -458,6 +430,95 @@ def test_batch_worker_syncs_fires_and_runs_periodic_tasks(database_tasks: None, 
 
 # --------------------------------------------------------------------------------------------------
 # Broker mode: RQ on Redis, real worker processes
+# --------------------------------------------------------------------------------------------------
+# Drains
+# --------------------------------------------------------------------------------------------------
+
+WAITING: list[int] = []
+"""The rows the test drain finds waiting (a stand-in for a table's partial index)."""
+DRAINED: list[int] = []
+
+
+def probe_drain(limit: int) -> int:
+    """A drain over :data:`WAITING`: settles up to ``limit`` of them."""
+    taken = WAITING[:limit]
+    del WAITING[:limit]
+    DRAINED.extend(taken)
+    return len(taken)
+
+
+def broken_drain(limit: int) -> int:
+    raise RuntimeError("the table is gone")
+
+
+@pytest.fixture
+def drains() -> Iterator[None]:
+    """Only the test drains are registered; the apps' own are put back afterwards."""
+    core_tasks.autodiscover_periodic()
+    saved = dict(DRAIN_REGISTRY)
+    DRAIN_REGISTRY.clear()
+    WAITING.clear()
+    DRAINED.clear()
+    register_drain("test.broken", f"{__name__}.broken_drain")
+    register_drain("test.probe", f"{__name__}.probe_drain")
+    yield
+    DRAIN_REGISTRY.clear()
+    DRAIN_REGISTRY.update(saved)
+
+
+def test_register_drain_validates_and_rejects_conflicts(drains: None) -> None:
+    assert register_drain("test.probe", f"{__name__}.probe_drain") == DRAIN_REGISTRY["test.probe"]  # same: fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_drain("test.probe", f"{__name__}.broken_drain")
+    with pytest.raises(ValueError, match="characters"):
+        register_drain("", f"{__name__}.probe_drain")
+
+
+def test_the_apps_register_the_wechat_recording_drain() -> None:
+    core_tasks.autodiscover_periodic()
+    assert DRAIN_REGISTRY["channels.record_inbound"].drain_path == "shequn.channels.services.record_waiting"
+
+
+def test_a_failing_drain_is_logged_and_the_others_run(drains: None, caplog: pytest.LogCaptureFixture) -> None:
+    WAITING.extend(range(5))
+    assert run_drains(limit=3) == {"test.broken": 0, "test.probe": 3}
+    assert run_drains(limit=3) == {"test.broken": 0, "test.probe": 2}
+    assert run_drains(limit=3) == {"test.broken": 0, "test.probe": 0}
+    assert DRAINED == [0, 1, 2, 3, 4]
+    assert "Drain test.broken" in caplog.text and "the table is gone" in caplog.text
+
+
+def test_the_drain_thread_goes_on_at_once_while_rows_wait_and_polls_when_idle(drains: None) -> None:
+    from shequn.core.management.commands.shequn_worker import DrainThread
+
+    WAITING.extend(range(250))  # three rounds of 100 at once, then idle
+    thread = DrainThread(interval=30.0)
+    started = time.monotonic()
+    thread.start()
+    deadline = started + 10
+    while len(DRAINED) < 250 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert DRAINED == list(range(250)) and time.monotonic() - started < 10, "no idle wait between busy rounds"
+    time.sleep(0.3)  # its last round found nothing: it waits its 30 s now
+    WAITING.append(250)  # arrives while the thread waits
+    time.sleep(0.3)
+    assert DRAINED[-1] == 249
+    thread.stop(timeout=5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batch_worker_drains_until_nothing_waits(database_tasks: None, drains: None) -> None:
+    WAITING.extend(range(230))
+    out = _run_batch_worker()
+    assert DRAINED == list(range(230))
+    assert "Drained 230 waiting row(s)" in out and "drains:    until nothing waits (batch)" in out
+    WAITING.extend(range(3))
+    out = StringIO()
+    call_command("shequn_worker", "--batch", "--no-scheduler", "--no-drains", stdout=out)
+    assert WAITING == [0, 1, 2] and "drains:    off" in out.getvalue()
+
+
 # --------------------------------------------------------------------------------------------------
 
 

@@ -66,11 +66,11 @@ class InboundMessage(models.Model):
     FromUserName + CreateTime for an event) find this row and get the reply stored here, so the
     member sees the same answer and the interaction is recorded once (ADR 0005).
 
-    The row is written on the fast path with the reply; the message is recorded as an interaction
-    afterwards by the ``channels.record_inbound`` task, from ``payload`` (the message as parsed) and
-    ``reply_meta`` (what answered it). ``recorded_at`` is set when that is done; a row still unrecorded
-    a minute later is picked up by the ``channels.record_pending`` sweep, and one whose event the
-    interaction log refuses keeps the reason in ``record_error`` and is not retried."""
+    The row is written on the fast path with the reply, and is itself the recording's queue entry: a
+    worker's ``channels.record_inbound`` drain records it as an interaction afterwards, from
+    ``payload`` (the message as parsed) and ``reply_meta`` (what answered it), finding it through the
+    ``wx_inbound_unrecorded`` partial index. ``recorded_at`` is set when that is done; one whose event
+    the interaction log refuses keeps the reason in ``record_error`` and is not retried."""
 
     # Every index is written by each message on the endpoint's answer path, so none is kept twice: the
     # workspace's and the account's own foreign-key indexes are the leading columns of the indexes

@@ -8,6 +8,8 @@ import datetime as dt
 import logging
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,27 +222,24 @@ def _stored_reply(record: InboundMessage) -> Reply | None:
 
 
 def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
-    """Decide the passive reply to one message or event pushed to ``account`` — once — and have it
-    recorded (ADR 0005).
+    """Decide the passive reply to one message or event pushed to ``account`` — once — and store it
+    to be recorded (ADR 0005).
 
     The fast path is one transaction: the reply (``compute_reply``: reads, plus the sender's menu
     session) and one ``InboundMessage`` insert holding the reply and the parsed message, with no read
-    before it (a new message, the common case, costs no lookup). On PostgreSQL, when the reply wrote
-    nothing (a keyword or default reply: the rules are cached), the insert — one statement with its
-    task there — runs on its own, atomic by itself, without the ``BEGIN`` and ``COMMIT`` round trips
-    (``core.tasks.single_statement_suffices``). A retry — arriving while the first
-    delivery is still being processed, or after — waits on the unique index (PostgreSQL) or the write
-    lock (SQLite), fails to insert, rolls back whatever its own reply computation wrote, and answers
-    with the stored reply.
+    before it (a new message, the common case, costs no lookup) and nothing else written: the stored
+    row is itself the recording's queue entry. On PostgreSQL, when the reply wrote nothing (a keyword
+    or default reply: the rules are cached), the insert runs on its own, atomic by itself, without the
+    ``BEGIN`` and ``COMMIT`` round trips (``core.inserts.single_statement_suffices``). A retry —
+    arriving while the first delivery is still being processed, or after — waits on the unique index
+    (PostgreSQL) or the write lock (SQLite), fails to insert, rolls back whatever its own reply
+    computation wrote, and answers with the stored reply.
 
     Recording the message as an interaction (member upsert, counters, stages, inbox routing, loyalty
-    and channel-code effects) is the slow part and is not on this path: the ``channels.record_inbound``
-    task does it once the row has committed (:func:`record_inbound`; on the database queue the task
-    row is written in the same transaction), and the ``channels.record_pending`` sweep catches any
-    message whose task was lost (:func:`record_pending`)."""
-    from shequn.core.tasks import insert_with_task, single_statement_suffices
-
-    from . import tasks
+    and channel-code effects) is the slow part and is not on this path: every worker's drain thread
+    records the waiting rows as they commit (:func:`record_waiting`, ``core.tasks.register_drain``),
+    and the ``channels.record_pending`` sweep catches any a drain did not get to."""
+    from shequn.core.inserts import insert_new, single_statement_suffices
 
     workspace = account.workspace
     key = message.dedup_key
@@ -261,9 +260,9 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
                         reply_meta=_reply_meta(reply), payload=message.to_payload())
                     alone = single_statement_suffices()
                     if not alone:
-                        insert_with_task(record, tasks.record_inbound)
+                        insert_new(record)
                 if alone:  # the reply wrote nothing: the one insert statement is its own transaction
-                    insert_with_task(record, tasks.record_inbound)
+                    insert_new(record)
                 return Processed(reply=reply, record=record, replayed=False)
         except IntegrityError:
             # A concurrent delivery of the same message committed first: the next pass finds it.
@@ -274,21 +273,22 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
     return _replay(stored)
 
 
-RECORDED, ALREADY, REFUSED, MISSING = "recorded", "already", "refused", "missing"
+RECORDED, ALREADY, REFUSED, MISSING, BUSY = "recorded", "already", "refused", "missing", "busy"
 
 
-def record_inbound(record_id: int) -> str:
+def record_inbound(record_id: int, *, skip_locked: bool = False) -> str:
     """Record the stored message ``record_id`` as an interaction on the member found or created from
     its openid, with its channel-code effects; idempotent (a second run, or a run for a message
     recorded meanwhile, changes nothing). Returns ``recorded``, ``already``, ``refused`` (the
-    interaction log refused the event: the reason is kept in ``record_error``) or ``missing``."""
+    interaction log refused the event: the reason is kept in ``record_error``), ``missing``, or —
+    ``skip_locked``, PostgreSQL — ``busy`` when another worker holds the row (it is recording it)."""
     from shequn.interactions import services as interactions
 
     with settings_cache.scope(), transaction.atomic():
-        record = (InboundMessage.objects.select_for_update(of=("self",))
+        record = (InboundMessage.objects.select_for_update(of=("self",), skip_locked=skip_locked)
                   .select_related("account", "account__workspace").filter(pk=record_id).first())
         if record is None:
-            return MISSING
+            return BUSY if skip_locked and InboundMessage.objects.filter(pk=record_id).exists() else MISSING
         if record.recorded_at is not None or record.record_error:
             return ALREADY
         account = record.account
@@ -308,19 +308,76 @@ def record_inbound(record_id: int) -> str:
         return RECORDED
 
 
+HOLD_FIRST = dt.timedelta(seconds=5)
+HOLD_MAX = dt.timedelta(minutes=10)
+"""A message whose recording raised is held back from the drains for 5 s, doubling up to 10 minutes,
+so one broken message never spins a worker (the error is logged each time)."""
+
+_held: dict[int, tuple[float, int]] = {}
+"""Messages held back in this process: id → (monotonic time it may be tried again, failures so far)."""
+_held_lock = threading.Lock()
+
+
+def _held_ids() -> list[int]:
+    """The ids held back now (expired holds are kept, with their count, until the next try)."""
+    at = time.monotonic()
+    with _held_lock:
+        return [pk for pk, (until, _failures) in _held.items() if until > at]
+
+
+def _hold(pk: int) -> None:
+    with _held_lock:
+        failures = _held.get(pk, (0.0, 0))[1] + 1
+        if len(_held) >= 10_000:  # a bound on the bookkeeping; a forgotten hold is only tried sooner
+            _held.clear()
+        wait = min(HOLD_FIRST.total_seconds() * 2 ** (failures - 1), HOLD_MAX.total_seconds())
+        _held[pk] = (time.monotonic() + wait, failures)
+
+
+def _release(pk: int) -> None:
+    with _held_lock:
+        _held.pop(pk, None)
+
+
 RECORD_GRACE = dt.timedelta(minutes=1)
-"""How long a message may wait for its ``record_inbound`` task before the sweep records it."""
+"""How long a message may wait for a drain before the sweep records it."""
+
+FAILED = "failed"
 
 
 def record_pending(*, older_than: dt.timedelta = RECORD_GRACE, limit: int = 1000) -> dict[str, int]:
-    """Record the messages received more than ``older_than`` ago that are still unrecorded (their
-    task was lost: a broker outage at enqueue time, a worker killed mid-task), oldest first, at most
-    ``limit``. Counts by outcome."""
-    cutoff = clock.now() - older_than
-    ids = list(InboundMessage.objects.filter(recorded_at__isnull=True, record_error="", received_at__lte=cutoff)
-               .order_by("received_at").values_list("pk", flat=True)[:limit])
+    """Record the messages received more than ``older_than`` ago that are still unrecorded, oldest
+    first, at most ``limit`` (``wx_inbound_unrecorded`` is a partial index on exactly those rows).
+    Counts by outcome (:func:`record_inbound`'s, and ``failed``).
+
+    Safe to run in any number of workers at once: a message another worker is recording is skipped
+    (``busy``, PostgreSQL; SQLite's one writer makes the second run find it ``already`` recorded). A
+    message whose recording raises is logged and held back from this process's next runs for a while
+    (:data:`HOLD_FIRST`, doubling to :data:`HOLD_MAX`); the others go on."""
+    query = InboundMessage.objects.filter(recorded_at__isnull=True, record_error="")
+    if older_than > dt.timedelta(0):
+        query = query.filter(received_at__lte=clock.now() - older_than)
+    held = _held_ids()
+    if held:
+        query = query.exclude(pk__in=held)
+    ids = list(query.order_by("received_at").values_list("pk", flat=True)[:limit])
     counts: dict[str, int] = {}
     for pk in ids:
-        outcome = record_inbound(pk)
+        try:
+            outcome = record_inbound(pk, skip_locked=True)
+        except Exception:
+            logger.exception("wechat: recording message %s failed; it is tried again later", pk)
+            _hold(pk)
+            outcome = FAILED
+        else:
+            _release(pk)
         counts[outcome] = counts.get(outcome, 0) + 1
     return counts
+
+
+def record_waiting(limit: int = 100) -> int:
+    """The drain of stored messages (``core.tasks.register_drain``): record up to ``limit`` waiting
+    messages, however recent; the number this call settled (recorded, refused, found recorded
+    already, failed — not those another worker holds)."""
+    counts = record_pending(older_than=dt.timedelta(0), limit=limit)
+    return sum(n for outcome, n in counts.items() if outcome != BUSY)

@@ -1,8 +1,8 @@
 """One-row inserts on hot paths, with the statement and the value preparation planned once.
 
 ``Model.objects.create()`` compiles its ``INSERT`` anew on every call: on the WeChat endpoint, whose
-answer is two inserts (the message and its recording task), the ORM's query building was a third of
-the answer time. :func:`insert_new` does what ``obj.save(force_insert=True)`` does for a plain model —
+answer is one insert (the message, holding its reply), the ORM's query building was a third of the
+answer time. :func:`insert_new` does what ``obj.save(force_insert=True)`` does for a plain model —
 each field's ``pre_save`` (``auto_now_add``, defaults already set by the constructor) and
 ``get_db_prep_save`` (JSON, dates, UUIDs for this database), the auto primary key read back with
 ``RETURNING`` — from a :class:`Plan` built once per model and database:
@@ -188,3 +188,22 @@ def mark_saved(obj: Model, using: str, auto: Any, pk: Any) -> None:
         setattr(obj, auto.attname, pk)
     obj._state.adding = False
     obj._state.db = using
+
+
+def single_statement_suffices() -> bool:
+    """Whether the caller, in its own outermost ``atomic()`` block on PostgreSQL, has sent nothing to
+    the database yet — psycopg opens the transaction only with the first statement — and left nothing
+    to run on commit: then a one-statement write (:func:`insert_new`) can be made after the block
+    ends, atomic on its own, saving the ``BEGIN`` and ``COMMIT`` round trips. False elsewhere
+    (SQLite's ``BEGIN IMMEDIATE`` is sent when the block starts; an enclosing transaction must hold
+    the write)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql" or connection.savepoint_ids or connection.run_on_commit:
+        return False
+    atomic_blocks = getattr(connection, "atomic_blocks", [])
+    if len(atomic_blocks) != 1 or connection.connection is None:
+        return False
+    from psycopg.pq import TransactionStatus
+
+    return connection.connection.info.transaction_status == TransactionStatus.IDLE

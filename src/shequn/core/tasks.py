@@ -40,17 +40,18 @@ from django_tasks.base import Task
 
 from . import clock
 from .models import PeriodicSchedule
-from .prepared import Prepared, column_types, prepares
 
 logger = logging.getLogger("shequn.tasks")
 
 __all__ = [
     "PERIODIC_REGISTRY",
+    "DRAIN_REGISTRY",
+    "DrainDefinition",
     "PeriodicDefinition",
-    "enqueue_atomically",
     "enqueue_on_commit",
-    "insert_with_task",
+    "register_drain",
     "register_periodic",
+    "run_drains",
     "run_due_periodic",
     "sync_periodic_schedules",
 ]
@@ -124,195 +125,56 @@ def enqueue_on_commit(
     transaction.on_commit(_enqueue_after_commit)
 
 
-def enqueue_atomically(task: Task[Any, Any], *args: Any, **kwargs: Any) -> None:
-    """Enqueue ``task(*args, **kwargs)`` as part of the current transaction when the queue is the
-    database queue on the same database (the embedded default): the task row commits or rolls back
-    with the rows the task needs — one commit instead of two, and no enqueue lost between the commit
-    and the broker. Any other backend (RQ on Redis), or no open transaction, falls back to
-    :func:`enqueue_on_commit`, so a worker never sees a task before its data either way."""
-    from django.db import DEFAULT_DB_ALIAS, router
-    from django_tasks_db.backend import DatabaseBackend
-    from django_tasks_db.models import DBTaskResult
-
-    backend = task.get_backend()
-    if (transaction.get_connection().in_atomic_block and isinstance(backend, DatabaseBackend)
-            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS):
-        _require_json(args, kwargs, task)
-        _insert_task_row(backend, task, args, kwargs)
-        return
-    enqueue_on_commit(task, *args, **kwargs)
-
-
-_PER_CALL = ("id", "args_kwargs", "enqueued_at")
-"""The task row's fields that change from one enqueue to the next; every other value is the task's own."""
+# --------------------------------------------------------------------------------------------------
+# Drains: tables whose waiting rows are their own queue
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _TaskRow:
-    """The database queue's row for one task on one database, prepared once: the insert's plan and
-    its parameters with the per-call slots (:data:`_PER_CALL`) left to fill."""
+class DrainDefinition:
+    """A table whose rows wait for work by being in it (an unprocessed flag on an indexed column),
+    and the function that does that work: ``drain(limit) -> int`` processes up to ``limit`` waiting
+    rows, oldest first, and returns how many it processed (0: nothing waits, or every waiting row is
+    being processed by another worker)."""
 
-    plan: Any
-    constants: tuple[Any, ...]
-    slots: tuple[tuple[int, Any], ...]
-    """(parameter index, field) of ``id``, ``args_kwargs`` and ``enqueued_at``, in that order."""
-    path: str
-    alias: str
-
-    def params(self, backend: Any, args_kwargs: Any, connection: Any) -> list[Any]:
-        """The insert's parameters for a new row holding ``args_kwargs``, prepared as the ORM would."""
-        out = list(self.constants)
-        (i_id, f_id), (i_args, f_args), (i_at, f_at) = self.slots
-        out[i_id] = f_id.get_db_prep_save(backend._get_id(), connection)
-        out[i_args] = f_args.get_db_prep_save(args_kwargs, connection)
-        out[i_at] = f_at.get_db_prep_save(timezone.now(), connection)
-        return out
+    name: str
+    drain_path: str
 
 
-_task_rows: dict[tuple[Any, ...], _TaskRow] = {}
+DRAIN_REGISTRY: dict[str, DrainDefinition] = {}
 
 
-def _task_row(backend: Any, task: Task[Any, Any], connection: Any) -> _TaskRow:
-    """The prepared row ``backend.enqueue()`` writes for ``task``. The task is validated against its
-    backend once per process, when its row is first prepared; the model's one ``pre_save`` receiver
-    (``run_after`` None → the far future) is done here."""
-    from django_tasks_db.models import DBTaskResult, get_date_max
+def register_drain(name: str, drain_path: str) -> DrainDefinition:
+    """Declare a drain (from an app's ``tasks`` module). Every ``shequn worker`` runs every drain in a
+    thread of its own, continuously (``--no-drains`` leaves them to other workers).
 
-    from .inserts import plan_for, values
-
-    key = (task.func, task.priority, task.queue_name, task.run_after, backend.alias, connection.alias)
-    row = _task_rows.get(key)
-    if row is not None:
-        return row
-    backend.validate_task(task)
-    template = DBTaskResult(id=backend._get_id(), args_kwargs={"args": [], "kwargs": {}}, priority=task.priority,
-                            task_path=task.module_path, queue_name=task.queue_name,
-                            run_after=task.run_after or get_date_max(), backend_name=backend.alias)
-    plan = plan_for(DBTaskResult, connection.alias)
-    names = [field.name for field in plan.fields]
-    slots = tuple((names.index(name), plan.fields[names.index(name)]) for name in _PER_CALL)
-    if len(_task_rows) >= 1024:
-        _task_rows.clear()
-    row = _task_rows[key] = _TaskRow(plan=plan, constants=tuple(values(template, plan, connection)), slots=slots,
-                                     path=task.module_path, alias=backend.alias)
-    return row
+    A drain is the right shape for work that follows each row of a hot insert path: the row is the
+    queue entry, so the insert that answers a request writes nothing else (no task row, no broker
+    call), and a worker finds the row by the partial index that holds exactly the waiting rows. The
+    drain function must claim rows so that several workers can run it at once (``FOR UPDATE SKIP
+    LOCKED`` on PostgreSQL) and be idempotent like every task."""
+    if not name or len(name) > _NAME_MAX:
+        raise ValueError(f"drain name must be 1..{_NAME_MAX} characters")
+    definition = DrainDefinition(name=name, drain_path=drain_path)
+    existing = DRAIN_REGISTRY.get(name)
+    if existing is not None and existing != definition:
+        raise ValueError(f"drain {name!r} is already registered as {existing.drain_path}")
+    DRAIN_REGISTRY[name] = definition
+    return definition
 
 
-def _insert_task_row(backend: Any, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """The row ``backend.enqueue()`` writes for ``task(*args, **kwargs)``, inserted from a row prepared
-    once per task (``_task_row``, ``core.inserts``): on the WeChat endpoint the ORM's ``create()`` and
-    the result object built for the ``task_enqueued`` signal were a fifth of the answer time. The
-    signal, whose only receiver is django_tasks' debug log line, is replaced by that log line."""
-    from django.db import connection
-    from django_tasks.utils import normalize_json
-
-    from .inserts import execute
-
-    row = _task_row(backend, task, connection)
-    if not kwargs and all(type(arg) is int for arg in args):  # ids need no normalising
-        args_kwargs = {"args": list(args), "kwargs": {}}
-    else:
-        args_kwargs = normalize_json({"args": args, "kwargs": kwargs})
-    params = row.params(backend, args_kwargs, connection)
-    execute(connection, row.plan.sql, row.plan.native_sql, params, fetch=False, prepared=row.plan.prepared)
-    logger.debug("Task id=%s path=%s enqueued backend=%s", params[row.slots[0][0]], row.path, row.alias)
-
-
-def single_statement_suffices() -> bool:
-    """Whether the caller, in its own outermost ``atomic()`` block on PostgreSQL, has sent nothing to
-    the database yet — psycopg opens the transaction only with the first statement — and left nothing
-    to run on commit: then a write that :func:`insert_with_task` makes in one statement can be made
-    after the block ends, atomic on its own, saving the ``BEGIN`` and ``COMMIT`` round trips. False
-    elsewhere (SQLite's ``BEGIN IMMEDIATE`` is sent when the block starts; an enclosing transaction
-    must hold the write)."""
-    from django.db import connection
-
-    if connection.vendor != "postgresql" or connection.savepoint_ids or connection.run_on_commit:
-        return False
-    atomic_blocks = getattr(connection, "atomic_blocks", [])
-    if len(atomic_blocks) != 1 or connection.connection is None:
-        return False
-    from psycopg.pq import TransactionStatus
-
-    return connection.connection.info.transaction_status == TransactionStatus.IDLE
-
-
-def insert_with_task(obj: Any, task: Task[Any, Any]) -> Any:
-    """Insert the new row ``obj`` and enqueue ``task(obj.pk)`` as part of the current transaction (as
-    :func:`enqueue_atomically` does); returns ``obj``, saved.
-
-    On PostgreSQL with the database queue this is one statement — the row's ``INSERT … RETURNING``
-    feeding the task row's ``INSERT`` in a data-modifying ``WITH`` — so storing a message and its
-    processing costs one round trip to the server, not two; being one statement it is atomic outside a
-    transaction too (:func:`single_statement_suffices`). Elsewhere: ``insert_new`` (``core.inserts``)
-    then the task row prepared once per task (in a transaction) or :func:`enqueue_atomically`."""
-    from django.db import DEFAULT_DB_ALIAS, connection, router
-    from django.db.models.signals import post_save, pre_save
-    from django_tasks_db.backend import DatabaseBackend
-    from django_tasks_db.models import DBTaskResult
-
-    from .inserts import execute, insert_new, mark_saved, plan_for, values
-
-    backend = task.get_backend()
-    model = type(obj)
-    one_statement = connection.vendor == "postgresql"  # atomic by itself, in a transaction or not
-    if not ((connection.in_atomic_block or one_statement) and isinstance(backend, DatabaseBackend)
-            and router.db_for_write(DBTaskResult) == DEFAULT_DB_ALIAS and router.db_for_write(model) == DEFAULT_DB_ALIAS):
-        insert_new(obj)
-        enqueue_atomically(task, obj.pk)
-        return obj
-    if not one_statement:
-        insert_new(obj)
-        _insert_task_row(backend, task, (obj.pk,), {})
-        return obj
-    if pre_save.has_listeners(model) or post_save.has_listeners(model):
-        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
-    plan = plan_for(model, DEFAULT_DB_ALIAS)
-    if getattr(obj, plan.auto.attname) is not None:
-        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
-    row = _task_row(backend, task, connection)
-    task_params = row.params(backend, None, connection)
-    args_at = row.slots[1][0]
-    del task_params[args_at]  # built in the statement, from the new id
-    sql, prepared = _pair_statement(model, row)
-    found = execute(connection, sql, sql, [*values(obj, plan, connection), *task_params], fetch=True,
-                    prepared=prepared)
-    mark_saved(obj, DEFAULT_DB_ALIAS, plan.auto, found[0])
-    logger.debug("Task id=%s path=%s enqueued backend=%s", task_params[row.slots[0][0]], row.path, row.alias)
-    return obj
-
-
-_pair_statements: dict[tuple[type, str], tuple[str, Prepared | None]] = {}
-
-
-def _pair_statement(model: type, row: _TaskRow) -> tuple[str, Prepared | None]:
-    """The ``WITH`` statement of :func:`insert_with_task` for ``model`` (PostgreSQL), built once, and
-    its prepared form where the connection prepares (``core.prepared``)."""
-    from django.db import connection
-
-    from .inserts import plan_for
-
-    key = (model, connection.alias)
-    cached = _pair_statements.get(key)
-    if cached is not None:
-        return cached
-    first = plan_for(model, connection.alias)
-    auto = first.auto
-    if auto is None:
-        raise TypeError(f"{model.__name__} has no database-assigned primary key to give the task")
-    quote = connection.ops.quote_name
-    meta = row.plan.fields[0].model._meta
-    task_fields = [f for f in row.plan.fields if f.name != "args_kwargs"]
-    columns = ", ".join([*(quote(f.column) for f in task_fields), quote(meta.get_field("args_kwargs").column)])
-    values = ", ".join([*(["%s"] * len(task_fields)),
-                        f"jsonb_build_object('args', jsonb_build_array(stored.{quote(auto.column)}), 'kwargs', '{{}}'::jsonb)"])
-    # Identifiers come from the models' metadata, quoted by the backend; every value is a parameter.
-    sql = (f"WITH stored AS ({first.sql}), queued AS (INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608
-           f"SELECT {values} FROM stored) SELECT {quote(auto.column)} FROM stored")
-    prepared = (Prepared(f"insert_{model._meta.db_table}_task", sql, column_types([*first.fields, *task_fields], connection))
-                if prepares(connection) else None)
-    _pair_statements[key] = (sql, prepared)
-    return sql, prepared
+def run_drains(limit: int = 100) -> dict[str, int]:
+    """Run every registered drain once (up to ``limit`` rows each); rows processed, by drain. A drain
+    that fails is logged and counts 0, so one broken drain does not stop the others."""
+    autodiscover_periodic()
+    done: dict[str, int] = {}
+    for definition in sorted(DRAIN_REGISTRY.values(), key=lambda d: d.name):
+        try:
+            done[definition.name] = int(import_string(definition.drain_path)(limit))
+        except Exception:
+            logger.exception("Drain %s (%s) failed", definition.name, definition.drain_path)
+            done[definition.name] = 0
+    return done
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,11 +4,14 @@ Run as many of these as you like, on as many machines as you like:
 
 * the scheduler thread fires due ``PeriodicSchedule`` rows; the claim in ``run_due_periodic()`` makes
   each run fire exactly once however many workers run the loop;
+* the drain thread runs every registered drain (``core.tasks.register_drain``: tables whose waiting
+  rows are their own queue, such as the WeChat messages to record) as soon as rows wait, and polls
+  every ``--interval`` seconds when none do; drains claim rows, so every worker can run them;
 * the task worker is django_tasks_db's ``Worker`` for the database backend (the embedded default) or
   an RQ worker (with RQ's scheduler, so delayed tasks fire) for ``django_tasks_rq.RQBackend``.
 
-``--batch`` (alias ``--burst``) runs the due periodic schedules once, works until the queue is empty
-and exits. ``--check`` enqueues the built-in ``ping`` task and waits for a running worker to answer it.
+``--batch`` (alias ``--burst``) runs the due periodic schedules once, runs the drains until nothing
+waits, works until the queue is empty and exits. ``--check`` enqueues the built-in ``ping`` task and waits for a running worker to answer it.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ from django_tasks_db.backend import DatabaseBackend
 
 from shequn.core.builtin_tasks import ping
 from shequn.core.sqlite.base import take_checkpoints
-from shequn.core.tasks import run_due_periodic, sync_periodic_schedules
+from shequn.core.tasks import run_drains, run_due_periodic, sync_periodic_schedules
 
 logger = logging.getLogger("shequn.tasks")
 
 _HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+MIN_DRAIN_INTERVAL = 0.01
+"""The drains' shortest idle poll (``--interval 0`` would spin them)."""
 
 
 def _positive_float(value: str) -> float:
@@ -112,6 +118,46 @@ class SchedulerThread(threading.Thread):
             self.join(timeout)
 
 
+class DrainThread(threading.Thread):
+    """Runs the drains (``run_drains()``) again at once while they find rows, and every ``interval``
+    seconds once nothing waits, until stopped."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(name="shequn-drains", daemon=True)
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set():
+                try:
+                    busy = any(run_drains().values())
+                except Exception:
+                    logger.exception("Drains failed; retrying in %ss", self.interval)
+                    busy = False
+                if not busy:
+                    close_old_connections()
+                    self._stop_event.wait(self.interval)
+        finally:
+            connections.close_all()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout)
+
+
+def drain_all(limit_rounds: int = 100_000) -> int:
+    """Run the drains until nothing waits (``--batch``); rows settled in all."""
+    total = 0
+    for _ in range(limit_rounds):
+        done = sum(run_drains().values())
+        if not done:
+            break
+        total += done
+    return total
+
+
 class Command(BaseCommand):
     help = (
         "Run a Shequn background worker: syncs and fires periodic schedules, and runs tasks from the "
@@ -165,6 +211,12 @@ class Command(BaseCommand):
             help="Do not sync or fire periodic schedules in this process.",
         )
         parser.add_argument(
+            "--no-drains",
+            action="store_false",
+            dest="drains",
+            help="Do not run the drains (rows that are their own queue, e.g. WeChat messages to record) here.",
+        )
+        parser.add_argument(
             "--scheduler-interval",
             type=_positive_float,
             default=5.0,
@@ -208,6 +260,7 @@ class Command(BaseCommand):
 
         previous_handlers = {sig: signal.getsignal(sig) for sig in _HANDLED_SIGNALS}
         scheduler_thread: SchedulerThread | None = None
+        drain_thread: DrainThread | None = None
         try:
             self._install_startup_signal_handlers()
             self._announce(backend, kind, queue_names, worker_id, options)
@@ -222,6 +275,14 @@ class Command(BaseCommand):
                 else:
                     scheduler_thread = SchedulerThread(options["scheduler_interval"])
                     scheduler_thread.start()
+            if options["drains"]:
+                if batch:
+                    drained = drain_all()
+                    if drained:
+                        self.stdout.write(f"Drained {drained} waiting row(s)")
+                else:
+                    drain_thread = DrainThread(max(options["interval"], MIN_DRAIN_INTERVAL))
+                    drain_thread.start()
             # The worker may fork (RQ runs each job in a child process); no connection of this
             # thread must be shared with a child.
             connections.close_all()
@@ -230,6 +291,8 @@ class Command(BaseCommand):
             else:
                 self._run_rq_worker(queue_names, worker_id, options, verbosity)
         finally:
+            if drain_thread is not None:
+                drain_thread.stop()
             if scheduler_thread is not None:
                 scheduler_thread.stop()
             for sig, handler in previous_handlers.items():
@@ -315,6 +378,12 @@ class Command(BaseCommand):
         else:
             scheduler = "off"
         self.stdout.write(f"  scheduler: {scheduler}")
+        if options["drains"]:
+            idle = max(options["interval"], MIN_DRAIN_INTERVAL)
+            drains = "until nothing waits (batch)" if options["batch"] else f"continuous, polled every {idle:g}s when idle"
+        else:
+            drains = "off"
+        self.stdout.write(f"  drains:    {drains}")
         self.stdout.write(
             f"  mode:      {'batch (exit when the queue is empty)' if options['batch'] else 'continuous'}"
         )
