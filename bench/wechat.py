@@ -20,9 +20,11 @@ Each figure is printed with a baseline measured in the same run on the same mach
    latency percentiles of both endpoints are printed with the figure.
    Each WeChat message is signed and encrypted (safe mode) as WeChat does, and answered through the
    rules: signature and AES checks, the keyword reply, the de-duplication record holding the reply
-   and the message (one insert: the row is the recording's queue entry), the encrypted reply. The baseline is a
-   bare endpoint in the same server (a URLconf defined here, not in the product) that looks the
-   account up, checks the request signature and answers ``success``. Bare and full requests
+   and the message (one insert: the row is the recording's queue entry), the encrypted reply. On
+   PostgreSQL the account is the one the process remembered, confirmed by that insert (ADR 0005):
+   one round trip, a write with a synchronous commit. The baseline is a bare endpoint in the same
+   server (a URLconf defined here, not in the product) that looks the account up (one round trip, a
+   read), checks the request signature and answers ``success``. Bare and full requests
    alternate; every follower has written once before the measurement (a live account). Task workers
    run elsewhere (as deployed at scale): the messages wait for the worker started afterwards. Goal:
    p99 ratio (ours ÷ bare) ≤ 2, and p99 well under WeChat's 5 seconds.

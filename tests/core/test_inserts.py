@@ -44,7 +44,7 @@ def test_models_it_cannot_insert_faithfully_are_refused(account, monkeypatch):
     monkeypatch.setattr(inserts, "_plans", {})
     monkeypatch.setattr(Workspace, "save", lambda self, *args, **kwargs: None)
     with pytest.raises(TypeError, match="overrides save"):
-        inserts.insert_new(Workspace(slug="x", name="x"))
+        inserts.insert_new(Workspace(slug="x", name="x"), receivers_done=True)
     # django_tasks_db sets run_after in a pre_save receiver: refused unless the caller did that work.
     row = DBTaskResult(args_kwargs={"args": [], "kwargs": {}}, task_path="x.y", backend_name="default")
     with pytest.raises(TypeError, match="receivers"):
@@ -52,6 +52,42 @@ def test_models_it_cannot_insert_faithfully_are_refused(account, monkeypatch):
     saved = inserts.insert_new(_message(account, "k3"))
     with pytest.raises(ValueError, match="primary key"):
         inserts.insert_new(saved)
+
+
+def _where(connection) -> inserts.Where:
+    """A condition on another table: the workspace still has this name."""
+    qn = connection.ops.quote_name
+    return inserts.Where(label="test_ws_named", types=("bigint", "varchar"),
+                         sql=f"EXISTS (SELECT 1 FROM {qn('core_workspace')} WHERE {qn('id')} = %s AND {qn('name')} = %s)")
+
+
+def test_a_conditional_insert_writes_only_while_its_condition_holds(account):
+    from django.db import connection
+
+    ws = account.workspace
+    first = _message(account, "c1")
+    assert inserts.insert_new_where(first, _where(connection), [ws.pk, ws.name]) is True
+    assert first.pk is not None and not first._state.adding
+    stored = InboundMessage.objects.get(pk=first.pk)
+    assert stored.reply_meta == {"rule": 3, "tags": ["会员", "vip"]} and stored.reply_content == "你好 ]]>"
+    second = _message(account, "c2")
+    assert inserts.insert_new_where(second, _where(connection), [ws.pk, ws.name + " (renamed)"]) is False
+    assert second.pk is None and second._state.adding
+    assert not InboundMessage.objects.filter(dedup_key="c2").exists()
+    # the unique index still speaks: a conditional insert of a stored key raises as insert_new does
+    with pytest.raises(IntegrityError), transaction.atomic():
+        inserts.insert_new_where(_message(account, "c1"), _where(connection), [ws.pk, ws.name])
+
+
+def test_a_conditional_insert_refuses_what_it_cannot_report(account):
+    from django.db import connection
+
+    with pytest.raises(ValueError, match="parameters"):
+        inserts.insert_new_where(_message(account, "c3"), _where(connection), [account.workspace.pk])
+    saved = inserts.insert_new(_message(account, "c4"))
+    with pytest.raises(ValueError, match="primary key"):
+        inserts.insert_new_where(saved, _where(connection), [account.workspace.pk, account.workspace.name])
+    assert not InboundMessage.objects.filter(dedup_key="c3").exists()
 
 
 def test_planned_values_are_the_orms_for_every_field_and_value_kind(account):

@@ -142,6 +142,7 @@ def _clean_tags(tags: Iterable[Any] | None) -> list[str]:
 def _bump(account_id: int) -> None:
     """Invalidate every cached lookup of the account's codes (``queries.code_for_scene``)."""
     WeChatAccount.objects.filter(pk=account_id).update(codes_version=secrets.token_hex(8))
+    queries.forget_accounts()  # an update in this transaction keeps the row's xmin: forget it here
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet, Sum
@@ -34,14 +36,13 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
     """:func:`account_by_endpoint_key` for a message pushed by WeChat: the same account with its
     workspace, from a query built once (not compiled by the ORM per message), and — ``with_versions``
     — the workspace's settings versions read by the same query into the current settings scope
-    (``core.cache.prime``), so the answer makes one query fewer (ADR 0005)."""
+    (``core.cache.prime``), so the answer makes one query fewer (ADR 0005). On PostgreSQL the row is
+    also remembered in this process for :func:`remembered_account`."""
     if not endpoint_key:
         return None
-    from django.db import DEFAULT_DB_ALIAS, connection
+    from django.db import connection
 
-    from shequn.core import cache as settings_cache
-
-    sql, prepared, account_fields, workspace_fields = _account_sql(with_versions)
+    sql, prepared, account_fields, workspace_fields, confirms = _account_sql(with_versions)
     with connection.cursor() as cursor:
         if in_use(connection):
             prepared.run(cursor, [endpoint_key], connection)
@@ -49,7 +50,25 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
             cursor.execute(sql, [endpoint_key])
         row = cursor.fetchone()
     if row is None:
+        forget_account(endpoint_key)
         return None
+    account = _account_from_row(row, account_fields, workspace_fields, with_versions)
+    if confirms:
+        with _remembered_lock:
+            _remembered[endpoint_key] = (time.monotonic() + REMEMBER_FOR, row, account_fields, workspace_fields)
+            _remembered.move_to_end(endpoint_key)
+            while len(_remembered) > REMEMBERED_ACCOUNTS:
+                _remembered.popitem(last=False)
+    return account
+
+
+def _account_from_row(row: tuple, account_fields: list, workspace_fields: list, with_versions: bool) -> WeChatAccount:
+    """New account and workspace instances from a row of :func:`_account_sql`'s query (priming the
+    settings scope with its versions, ``with_versions``)."""
+    from django.db import DEFAULT_DB_ALIAS, connection
+
+    from shequn.core import cache as settings_cache
+
     n_account, n_workspace = len(account_fields), len(workspace_fields)
 
     def converted(fields: list[tuple[str, list, object]], values: tuple) -> list:
@@ -67,18 +86,123 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
     WeChatAccount._meta.get_field("workspace").set_cached_value(account, workspace)
     if with_versions:
         rest = row[n_account + n_workspace:]
-        settings_cache.prime(workspace.pk, rest[0], rest[1:])
+        settings_cache.prime(workspace.pk, rest[0], rest[1:1 + len(settings_cache.version_fields())])
     return account
 
 
-_account_sql_cache: dict[object, tuple[str, Prepared, list, list]] = {}
+REMEMBERED_ACCOUNTS = 1024
+"""Accounts whose last-read row this process keeps for :func:`remembered_account` (least recently
+read first out)."""
+REMEMBER_FOR = 60.0
+"""Seconds a remembered row is used before the account is read again, however often it is confirmed
+(a bound on what the row versions are trusted for)."""
+
+_remembered: OrderedDict[str, tuple[float, tuple, list, list]] = OrderedDict()
+_remembered_lock = threading.Lock()
 
 
-def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list]:
+@dataclass(frozen=True)
+class Remembered:
+    """An account as this process last read it, to answer a message without reading it again: the
+    message's insert confirms it (:func:`unchanged`)."""
+
+    account: WeChatAccount
+    """New instances (account and workspace) built from the remembered row, this request's own."""
+    confirm: list
+    """The parameters of :func:`unchanged`'s condition: what must still be true when the row is
+    inserted."""
+
+
+def remembered_account(endpoint_key: str) -> Remembered | None:
+    """The account of ``endpoint_key`` as :func:`account_for_message` last read it in this process
+    (PostgreSQL only), with its settings versions primed into the current scope as that read primed
+    them; None when there is none.
+
+    Nothing from it may be trusted before the confirmation: an answer computed from it is stored by
+    an insert conditioned on :func:`unchanged` — account and workspace rows not updated since (their
+    ``xmin``: any update makes a new row version) and the same settings versions — and when that
+    inserts nothing the answer is made again from a fresh read (ADR 0005)."""
+    with _remembered_lock:
+        found = _remembered.get(endpoint_key)
+        if found is not None:
+            if found[0] < time.monotonic():
+                del _remembered[endpoint_key]
+                return None
+            _remembered.move_to_end(endpoint_key)
+    if found is None:
+        return None
+    from shequn.core import cache as settings_cache
+
+    _until, row, account_fields, workspace_fields = found
+    account = _account_from_row(row, account_fields, workspace_fields, True)
+    rest = row[len(account_fields) + len(workspace_fields):]
+    n_versions = len(settings_cache.version_fields())
+    account_xmin, workspace_xmin = rest[1 + n_versions:]
+    return Remembered(account=account,
+                      confirm=[account.pk, account_xmin, workspace_xmin, rest[0], *rest[1:1 + n_versions]])
+
+
+def forget_account(endpoint_key: str) -> None:
+    """Drop what this process remembers of the account of ``endpoint_key`` (its next message reads it)."""
+    with _remembered_lock:
+        _remembered.pop(endpoint_key, None)
+
+
+def forget_accounts() -> None:
+    """Drop everything this process remembers of accounts (an account or a workspace was edited here)."""
+    with _remembered_lock:
+        _remembered.clear()
+
+
+def forget_accounts_on_edit(sender: Any, **kwargs: Any) -> None:
+    """``post_save``/``post_delete`` receiver of accounts and workspaces: :func:`forget_accounts`."""
+    forget_accounts()
+
+
+_unchanged_cache: dict[object, Any] = {}
+
+
+def unchanged() -> Any:
+    """The condition (``core.inserts.Where``) that the account read for :func:`remembered_account`
+    is still current: its row and its workspace's row have the same ``xmin`` (no update since) and
+    the workspace has the same creation time and settings versions. PostgreSQL; built once."""
+    from django.db import connection
+
+    from shequn.core import cache as settings_cache
+    from shequn.core.inserts import Where
+
+    key = settings_cache.sources_key()
+    cached = _unchanged_cache.get(key)
+    if cached is not None:
+        return cached
+    qn = connection.ops.quote_name
+    account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
+    account_table, workspace_table = qn(account_meta.db_table), qn(workspace_meta.db_table)
+    ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
+    created = workspace_meta.get_field("created_at")
+    version_fields = settings_cache.version_fields()
+    versions = ", ".join(settings_cache.version_columns(ws_id))
+    # Only quoted table and column names of the models go into the text; every value is a parameter.
+    sql = (f"EXISTS (SELECT 1 FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
+           f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
+           f"WHERE {account_table}.{qn(account_meta.pk.column)} = %s AND {account_table}.xmin = %s "
+           f"AND {workspace_table}.xmin = %s AND ROW({workspace_table}.{qn(created.column)}, {versions}) "
+           f"IS NOT DISTINCT FROM ROW({', '.join(['%s'] * (1 + len(version_fields)))}))")
+    types = tuple(column_types([account_meta.pk], connection)) + ("xid", "xid") + tuple(
+        column_types([created, *version_fields], connection))
+    built = _unchanged_cache[key] = Where(label="wechat_account_unchanged", sql=sql, types=types)
+    return built
+
+
+_account_sql_cache: dict[object, tuple[str, Prepared, list, list, bool]] = {}
+
+
+def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list, bool]:
     """The query of :func:`account_for_message`, its prepared form (``core.prepared``: on PostgreSQL,
-    planning this join with its version subqueries costs more than running it) and, per selected
-    field, its attribute name, the converters the ORM would apply to its value and their expression;
-    built once per process."""
+    planning this join with its version subqueries costs more than running it), per selected field
+    its attribute name, the converters the ORM would apply to its value and their expression, and
+    whether the row ends with the two rows' ``xmin`` (PostgreSQL, ``with_versions``: the row can be
+    remembered and confirmed later, :func:`remembered_account`); built once per process."""
     from django.db import connection
 
     from shequn.core import cache as settings_cache
@@ -103,16 +227,19 @@ def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list]:
     ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
     columns = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
                *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
+    confirms = with_versions and connection.vendor == "postgresql"
     if with_versions:
         columns += [f"{workspace_table}.{qn(workspace_meta.get_field('created_at').column)}",
                     *settings_cache.version_columns(ws_id)]
+    if confirms:
+        columns += [f"{account_table}.xmin::text", f"{workspace_table}.xmin::text"]
     # Only quoted table and column names of the models go into the text; the key is a parameter.
     sql = (f"SELECT {', '.join(columns)} FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
            f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
            f"WHERE {account_table}.{qn(account_meta.get_field('endpoint_key').column)} = %s")
     prepared = Prepared(f"wechat_account{'_versions' if with_versions else ''}", sql,
                         column_types([account_meta.get_field("endpoint_key")], connection))
-    built = _account_sql_cache[key] = (sql, prepared, account_fields, workspace_fields)
+    built = _account_sql_cache[key] = (sql, prepared, account_fields, workspace_fields, confirms)
     return built
 
 

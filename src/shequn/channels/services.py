@@ -221,7 +221,12 @@ def _stored_reply(record: InboundMessage) -> Reply | None:
                  bot_outcome=meta.get("bot_outcome"), props=tuple(dict(meta.get("props") or {}).items()))
 
 
-def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed:
+class Unconfirmed(Exception):  # noqa: N818 - a condition, not an error: the caller answers again
+    """The account a message was answered from (``receive_message``'s ``confirm``) was not current any
+    more, or the message was stored already: nothing was written; answer it again from a fresh read."""
+
+
+def receive_message(account: WeChatAccount, message: WeChatMessage, *, confirm: list | None = None) -> Processed:
     """Decide the passive reply to one message or event pushed to ``account`` — once — and store it
     to be recorded (ADR 0005).
 
@@ -238,8 +243,19 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
     Recording the message as an interaction (member upsert, counters, stages, inbox routing, loyalty
     and channel-code effects) is the slow part and is not on this path: every worker's drain thread
     records the waiting rows as they commit (:func:`record_waiting`, ``core.tasks.register_drain``),
-    and the ``channels.record_pending`` sweep catches any a drain did not get to."""
-    from shequn.core.inserts import insert_new, single_statement_suffices
+    and the ``channels.record_pending`` sweep catches any a drain did not get to.
+
+    ``confirm``: ``account`` is what this process remembered (``queries.remembered_account``), not a
+    fresh read; the insert is made only if the account is unchanged (``queries.unchanged``, these
+    parameters) and :class:`Unconfirmed` is raised, with nothing written, when it is not or when the
+    message is stored already."""
+    from shequn.core.inserts import insert_new, insert_new_where, single_statement_suffices
+
+    def store(record: InboundMessage) -> None:
+        if confirm is None:
+            insert_new(record)
+        elif not insert_new_where(record, queries.unchanged(), confirm):
+            raise Unconfirmed
 
     workspace = account.workspace
     key = message.dedup_key
@@ -260,12 +276,15 @@ def receive_message(account: WeChatAccount, message: WeChatMessage) -> Processed
                         reply_meta=_reply_meta(reply), payload=message.to_payload())
                     alone = single_statement_suffices()
                     if not alone:
-                        insert_new(record)
+                        store(record)  # Unconfirmed rolls back what the reply wrote
                 if alone:  # the reply wrote nothing: the one insert statement is its own transaction
-                    insert_new(record)
+                    store(record)
                 return Processed(reply=reply, record=record, replayed=False)
         except IntegrityError:
-            # A concurrent delivery of the same message committed first: the next pass finds it.
+            # A concurrent delivery of the same message committed first: the next pass finds it (a
+            # remembered account is confirmed by a fresh read first).
+            if confirm is not None:
+                raise Unconfirmed from None
             continue
     stored = queries.find_inbound(account, key)
     if stored is None:

@@ -1,8 +1,9 @@
 """The WeChat server endpoint (服务器地址): HTTP in/out only.
 
 WeChat calls ``/wechat/<endpoint_key>/`` with GET to verify the URL and with POST to push messages
-and events. The view finds the account by its endpoint key, lets the protocol module authenticate,
-decrypt and parse the request, hands the message to ``services.receive_message`` and renders the
+and events. The view finds the account by its endpoint key (on PostgreSQL, from what
+this process remembers of it, confirmed by the message's insert: ADR 0005), lets the protocol module
+authenticate, decrypt and parse the request, hands the message to ``services.receive_message`` and renders the
 passive reply (encrypted when the request was)."""
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ def endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
 
 
 def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
+    if request.method == "POST":
+        remembered = queries.remembered_account(endpoint_key)
+        if remembered is not None:
+            response = _answer_remembered(request, remembered)
+            if response is not None:
+                return response
+            # Not confirmed (the account or its settings changed, the message was stored already, or
+            # the request failed a check): answered again below from a fresh read, which also decides
+            # any error. The next message reads the account afresh too.
+            queries.forget_account(endpoint_key)
+            settings_cache.forget(remembered.account.workspace_id)
     account = queries.account_for_message(endpoint_key)
     if account is None:
         return HttpResponse(_("unknown server URL"), status=404, content_type="text/plain; charset=utf-8")
@@ -48,14 +60,37 @@ def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
     try:
         if request.method == "GET":
             return HttpResponse(wechat.verify_url(creds, params, now=stamp), content_type="text/plain; charset=utf-8")
-        length = request.META.get("CONTENT_LENGTH", "")
-        if length.isdigit() and int(length) > wechat.MAX_BODY_BYTES:
-            raise wechat.BodyTooLarge(_("the message is larger than %(n)s bytes") % {"n": wechat.MAX_BODY_BYTES})
-        inbound = wechat.open_message(creds, params, request.body, now=stamp)
+        inbound = _open(request, creds, params, stamp)
         processed = services.receive_message(account, inbound.message)
     except ShequnError as exc:
         logger.warning("wechat %s: %s request refused (%s): %s", account.app_id, request.method, exc.code, exc.message)
         return _error(exc)
+    return _answer(processed, inbound, creds, params)
+
+
+def _answer_remembered(request: HttpRequest, remembered: queries.Remembered) -> HttpResponse | None:
+    """The answer to a pushed message from the account as this process remembered it, stored only if
+    that account is still current (ADR 0005: one round trip, the insert); None when it is not, or
+    when anything went other than the common way."""
+    creds = remembered.account.credentials()
+    params = {k: request.GET.get(k, "") for k in request.GET}
+    try:
+        inbound = _open(request, creds, params, int(now().timestamp()))
+        processed = services.receive_message(remembered.account, inbound.message, confirm=remembered.confirm)
+    except (ShequnError, services.Unconfirmed):
+        return None
+    return _answer(processed, inbound, creds, params)
+
+
+def _open(request: HttpRequest, creds: wechat.Credentials, params: dict[str, str], stamp: int) -> wechat.Inbound:
+    length = request.META.get("CONTENT_LENGTH", "")
+    if length.isdigit() and int(length) > wechat.MAX_BODY_BYTES:
+        raise wechat.BodyTooLarge(_("the message is larger than %(n)s bytes") % {"n": wechat.MAX_BODY_BYTES})
+    return wechat.open_message(creds, params, request.body, now=stamp)
+
+
+def _answer(processed: services.Processed, inbound: wechat.Inbound, creds: wechat.Credentials,
+            params: dict[str, str]) -> HttpResponse:
     if processed.reply is None:
         return HttpResponse(SUCCESS, content_type="text/plain; charset=utf-8")
     xml = replies.render(processed.reply, message=inbound.message,

@@ -81,6 +81,12 @@ def version_columns(outer_workspace_id: str) -> list[str]:
     return parts
 
 
+def version_fields() -> list[Any]:
+    """The model fields of :func:`version_columns`, in their order (for the types of a statement that
+    compares versions it read earlier)."""
+    return [model._meta.get_field(f) for model, fields in _sources.values() for f in fields]
+
+
 def sources_key() -> tuple[Any, ...]:
     """Changes when a version source is registered: the key of SQL built from :func:`version_columns`."""
     return tuple((n, m, f) for n, (m, f) in _sources.items())

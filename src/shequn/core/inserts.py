@@ -22,6 +22,10 @@ Django's, a broken transaction is refused as the ORM refuses it). When Django lo
 instead, so the statement is seen by them. Values are always parameters; only quoted table and
 column names are part of the statement text.
 
+:func:`insert_new_where` inserts the row only if a condition holds when the statement runs
+(``INSERT … SELECT … WHERE``): a write that also confirms, in the same round trip, what the caller
+read earlier.
+
 It sends no ``pre_save``/``post_save`` signals and calls no ``save()`` override: it refuses a model
 with either, unless the caller says it does the receivers' work itself (``receivers_done=True``).
 """
@@ -74,7 +78,17 @@ class Plan:
     """The statement prepared once per connection (``core.prepared``), where the database prepares."""
 
 
-_plans: dict[tuple[type[Model], str], Plan] = {}
+@dataclass(frozen=True)
+class Where:
+    """A condition for :func:`insert_new_where`: SQL with ``%s`` placeholders (quoted identifiers
+    only, every value a parameter), the PostgreSQL types of its parameters, and a label naming it."""
+
+    label: str
+    sql: str
+    types: tuple[str, ...]
+
+
+_plans: dict[tuple[type[Model], str, Where | None], Plan] = {}
 
 
 def passes_unchanged(field: Any, connection: Any) -> frozenset[type]:
@@ -92,9 +106,10 @@ def passes_unchanged(field: Any, connection: Any) -> frozenset[type]:
     return frozenset()
 
 
-def plan_for(model: type[Model], alias: str) -> Plan:
-    """The :class:`Plan` of one ``model`` row on database ``alias``, built on first use."""
-    key = (model, alias)
+def plan_for(model: type[Model], alias: str, where: Where | None = None) -> Plan:
+    """The :class:`Plan` of one ``model`` row on database ``alias`` (inserted only ``where`` the
+    condition holds, when given), built on first use."""
+    key = (model, alias, where)
     plan = _plans.get(key)
     if plan is not None:
         return plan
@@ -108,12 +123,18 @@ def plan_for(model: type[Model], alias: str) -> Plan:
     columns = ", ".join(quote(field.column) for field in fields)
     placeholders = ", ".join(["%s"] * len(fields))
     # Identifiers come from the model's metadata, quoted by the backend; every value is a parameter.
-    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+    if where is None:
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
+    else:
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} WHERE {where.sql}"  # noqa: S608
     if auto is not None:
         sql += f" RETURNING {quote(auto.column)}"
     steps = tuple((field, field.attname if type(field).pre_save is f.Field.pre_save else None,
                    passes_unchanged(field, connection)) for field in fields)
-    prepared = Prepared(f"insert_{meta.db_table}", sql, column_types(fields, connection)) if prepares(connection) else None
+    prepared = None
+    if prepares(connection):
+        label = f"insert_{meta.db_table}" + (f"_{where.label}" if where is not None else "")
+        prepared = Prepared(label, sql, [*column_types(fields, connection), *(where.types if where else ())])
     plan = _plans[key] = Plan(sql=sql, native_sql=native(sql, connection), fields=fields, steps=steps, auto=auto,
                               prepared=prepared)
     return plan
@@ -144,6 +165,31 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
                   prepared=plan.prepared)
     mark_saved(obj, using, auto, row[0] if row is not None else None)
     return obj
+
+
+def insert_new_where(obj: M, where: Where, params: list[Any], using: str = DEFAULT_DB_ALIAS) -> bool:
+    """Insert the new, unsaved instance ``obj`` as :func:`insert_new` does, only if the condition
+    ``where`` (with ``params``) holds when the statement runs; whether it was inserted (``obj`` is
+    then saved, its auto primary key set). PostgreSQL and SQLite; a model without an auto primary
+    key is refused (the returned key is how an insert is told from none)."""
+    model = type(obj)
+    if pre_save.has_listeners(model) or post_save.has_listeners(model):
+        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
+    plan = plan_for(model, using, where)
+    auto = plan.auto
+    if auto is None:
+        raise TypeError(f"{model.__name__} has no auto primary key: a conditional insert cannot report itself")
+    if getattr(obj, auto.attname) is not None:
+        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
+    if len(params) != len(where.types):
+        raise ValueError(f"{where.label}: {len(params)} parameters for {len(where.types)} placeholders")
+    connection = connections[using]
+    row = execute(connection, plan.sql, plan.native_sql, [*values(obj, plan, connection), *params], fetch=True,
+                  prepared=plan.prepared)
+    if row is None:
+        return False
+    mark_saved(obj, using, auto, row[0])
+    return True
 
 
 def values(obj: Model, plan: Plan, connection: Any) -> list[Any]:
