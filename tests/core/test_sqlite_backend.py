@@ -80,6 +80,70 @@ def test_a_lock_held_past_the_timeout_is_still_an_error(tmp_path):
     holder.close()
 
 
+def _stamp(path: Path) -> float:
+    from shequn.core.sqlite import base
+
+    data = Path(f"{path}-waiting").read_bytes()
+    return base._STAMP.unpack(data)[0] if len(data) == base._STAMP.size else 0.0
+
+
+def test_a_request_that_waits_for_the_lock_marks_it_and_clears_the_mark_once_in(tmp_path, monkeypatch):
+    from shequn.core.sqlite import base
+
+    monkeypatch.setattr(base, "_yields", False)
+    path = tmp_path / "db.sqlite3"
+    holder = _holder(path)
+    seen: list[float] = []
+
+    def release() -> None:
+        time.sleep(0.05)
+        seen.append(_stamp(path))  # marked while waiting
+        holder.execute("COMMIT")
+
+    db = _wrapper(path, timeout=5)
+    db.ensure_connection()
+    thread = threading.Thread(target=release)
+    thread.start()
+    db._start_transaction_under_autocommit()
+    thread.join()
+    assert 0 <= time.time() - seen[0] < 1.0, seen
+    assert _stamp(path) == 0.0  # in: the mark is cleared
+    db.connection.execute("COMMIT")
+    db.close()
+    holder.close()
+
+
+def test_a_worker_lets_a_waiting_request_in_before_its_next_transaction(tmp_path, monkeypatch):
+    from shequn.core.sqlite import base
+
+    monkeypatch.setattr(base, "_yields", True)
+    path = tmp_path / "db.sqlite3"
+    _holder(path).execute("ROLLBACK")
+    worker = _wrapper(path, timeout=5)
+    worker.ensure_connection()
+    naps: list[float] = []
+    monkeypatch.setattr(base.time, "sleep", naps.append)
+
+    def begin_and_commit() -> None:
+        worker._start_transaction_under_autocommit()
+        worker.connection.execute("COMMIT")
+
+    begin_and_commit()  # no mark: no pause
+    Path(f"{path}-waiting").write_bytes(base._STAMP.pack(time.time()))
+    begin_and_commit()  # a request is waiting: the worker pauses first
+    Path(f"{path}-waiting").write_bytes(base._STAMP.pack(time.time() - 10 * base.FRESH))
+    begin_and_commit()  # a stale mark (that request got in or gave up): no pause
+    assert naps == [base.YIELD_GAP] and base.YIELD_GAP > base.MAX_SLEEP
+    worker.close()
+
+
+def test_an_in_memory_database_has_no_waiting_mark():
+    from shequn.core.sqlite import base
+
+    assert base._mark_fd(":memory:") is None
+    assert base._mark_fd("file:memorydb_default?mode=memory&cache=shared") is None
+
+
 def test_requests_leave_checkpoints_to_the_worker(tmp_path, monkeypatch):
     """A connection of a request-serving process checkpoints the log only past the backstop; once a
     process has become the worker (take_checkpoints), its new connections checkpoint at SQLite's usual
@@ -108,5 +172,7 @@ def test_the_worker_command_takes_the_checkpoints(monkeypatch):
     from shequn.core.sqlite import base
 
     monkeypatch.setattr(base, "_autocheckpoint_pages", base.BACKSTOP_PAGES)
+    monkeypatch.setattr(base, "_yields", False)
     call_command("shequn_worker", "--batch", "--no-scheduler", stdout=StringIO())
     assert base.autocheckpoint_pages() == base.WORKER_PAGES
+    assert base._yields  # and lets waiting requests in

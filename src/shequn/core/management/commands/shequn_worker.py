@@ -40,7 +40,7 @@ from django_tasks.exceptions import InvalidTaskBackendError
 from django_tasks_db.backend import DatabaseBackend
 
 from shequn.core.builtin_tasks import ping
-from shequn.core.sqlite.base import take_checkpoints
+from shequn.core.sqlite.base import take_checkpoints, yield_to_requests
 from shequn.core.tasks import run_drains, run_due_periodic, sync_periodic_schedules
 
 logger = logging.getLogger("shequn.tasks")
@@ -239,9 +239,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         verbosity: int = options["verbosity"]
         self._configure_logging(verbosity)
-        # On SQLite the worker's commits checkpoint the log, so that requests never do
-        # (shequn.core.sqlite.base): before this process opens a connection.
+        # On SQLite the worker's commits checkpoint the log, so that requests never do, and the
+        # worker lets requests waiting for the write lock go first (shequn.core.sqlite.base): before
+        # this process opens a connection.
         take_checkpoints()
+        yield_to_requests()
         backend_name: str = options["backend_name"]
         try:
             backend = task_backends[backend_name]
