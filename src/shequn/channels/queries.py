@@ -42,33 +42,34 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
         return None
     from django.db import connection
 
-    sql, prepared, account_fields, workspace_fields, confirms = _account_sql(with_versions)
+    query = _account_sql(with_versions)
     with connection.cursor() as cursor:
         if in_use(connection):
-            prepared.run(cursor, [endpoint_key], connection)
+            query.prepared.run(cursor, [endpoint_key], connection)
         else:
-            cursor.execute(sql, [endpoint_key])
+            cursor.execute(query.sql, [endpoint_key])
         row = cursor.fetchone()
     if row is None:
         forget_account(endpoint_key)
         return None
-    account = _account_from_row(row, account_fields, workspace_fields, with_versions)
-    if confirms:
+    account = _account_from_row(row, query)
+    if query.confirms:
         with _remembered_lock:
-            _remembered[endpoint_key] = (time.monotonic() + REMEMBER_FOR, row, account_fields, workspace_fields)
+            _remembered[endpoint_key] = (time.monotonic() + REMEMBER_FOR, row, query)
             _remembered.move_to_end(endpoint_key)
             while len(_remembered) > REMEMBERED_ACCOUNTS:
                 _remembered.popitem(last=False)
     return account
 
 
-def _account_from_row(row: tuple, account_fields: list, workspace_fields: list, with_versions: bool) -> WeChatAccount:
-    """New account and workspace instances from a row of :func:`_account_sql`'s query (priming the
-    settings scope with its versions, ``with_versions``)."""
+def _account_from_row(row: tuple, query: _AccountQuery) -> WeChatAccount:
+    """New account and workspace instances from a row of ``query`` (priming the settings scope with
+    its versions, when it reads them)."""
     from django.db import DEFAULT_DB_ALIAS, connection
 
     from shequn.core import cache as settings_cache
 
+    account_fields, workspace_fields = query.account_fields, query.workspace_fields
     n_account, n_workspace = len(account_fields), len(workspace_fields)
 
     def converted(fields: list[tuple[str, list, object]], values: tuple) -> list:
@@ -84,9 +85,9 @@ def _account_from_row(row: tuple, account_fields: list, workspace_fields: list, 
     workspace = Workspace.from_db(DEFAULT_DB_ALIAS, [f[0] for f in workspace_fields],
                                   converted(workspace_fields, row[n_account:n_account + n_workspace]))
     WeChatAccount._meta.get_field("workspace").set_cached_value(account, workspace)
-    if with_versions:
+    if query.with_versions:
         rest = row[n_account + n_workspace:]
-        settings_cache.prime(workspace.pk, rest[0], rest[1:1 + len(settings_cache.version_fields())])
+        settings_cache.prime(workspace.pk, rest[0], rest[1:1 + query.n_versions])
     return account
 
 
@@ -97,7 +98,7 @@ REMEMBER_FOR = 60.0
 """Seconds a remembered row is used before the account is read again, however often it is confirmed
 (a bound on what the row versions are trusted for)."""
 
-_remembered: OrderedDict[str, tuple[float, tuple, list, list]] = OrderedDict()
+_remembered: OrderedDict[str, tuple[float, tuple, _AccountQuery]] = OrderedDict()
 _remembered_lock = threading.Lock()
 
 
@@ -131,12 +132,10 @@ def remembered_account(endpoint_key: str) -> Remembered | None:
             _remembered.move_to_end(endpoint_key)
     if found is None:
         return None
-    from shequn.core import cache as settings_cache
-
-    _until, row, account_fields, workspace_fields = found
-    account = _account_from_row(row, account_fields, workspace_fields, True)
-    rest = row[len(account_fields) + len(workspace_fields):]
-    n_versions = len(settings_cache.version_fields())
+    _until, row, query = found
+    account = _account_from_row(row, query)
+    rest = row[len(query.account_fields) + len(query.workspace_fields):]
+    n_versions = query.n_versions
     account_xmin, workspace_xmin = rest[1 + n_versions:]
     return Remembered(account=account,
                       confirm=[account.pk, account_xmin, workspace_xmin, rest[0], *rest[1:1 + n_versions]])
@@ -177,14 +176,12 @@ def unchanged() -> Any:
         return cached
     qn = connection.ops.quote_name
     account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
-    account_table, workspace_table = qn(account_meta.db_table), qn(workspace_meta.db_table)
-    ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
+    account_table, workspace_table, ws_id, joined = _account_join()
     created = workspace_meta.get_field("created_at")
     version_fields = settings_cache.version_fields()
     versions = ", ".join(settings_cache.version_columns(ws_id))
     # Only quoted table and column names of the models go into the text; every value is a parameter.
-    sql = (f"EXISTS (SELECT 1 FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
-           f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
+    sql = (f"EXISTS (SELECT 1 FROM {joined} "  # noqa: S608
            f"WHERE {account_table}.{qn(account_meta.pk.column)} = %s AND {account_table}.xmin = %s "
            f"AND {workspace_table}.xmin = %s AND ROW({workspace_table}.{qn(created.column)}, {versions}) "
            f"IS NOT DISTINCT FROM ROW({', '.join(['%s'] * (1 + len(version_fields)))}))")
@@ -194,15 +191,44 @@ def unchanged() -> Any:
     return built
 
 
-_account_sql_cache: dict[object, tuple[str, Prepared, list, list, bool]] = {}
+def _account_join() -> tuple[str, str, str, str]:
+    """The quoted account and workspace tables, the account's workspace-id column, and the two
+    tables joined (a ``FROM`` list), for the queries on an account with its workspace."""
+    from django.db import connection
+
+    qn = connection.ops.quote_name
+    account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
+    account_table, workspace_table = qn(account_meta.db_table), qn(workspace_meta.db_table)
+    ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
+    joined = f"{account_table} INNER JOIN {workspace_table} ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id}"
+    return account_table, workspace_table, ws_id, joined
 
 
-def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list, bool]:
-    """The query of :func:`account_for_message`, its prepared form (``core.prepared``: on PostgreSQL,
-    planning this join with its version subqueries costs more than running it), per selected field
-    its attribute name, the converters the ORM would apply to its value and their expression, and
-    whether the row ends with the two rows' ``xmin`` (PostgreSQL, ``with_versions``: the row can be
-    remembered and confirmed later, :func:`remembered_account`); built once per process."""
+@dataclass(frozen=True)
+class _AccountQuery:
+    """The query of :func:`account_for_message`, built once per process."""
+
+    sql: str
+    prepared: Prepared
+    """Its prepared form (``core.prepared``: on PostgreSQL, planning this join with its version
+    subqueries costs more than running it)."""
+    account_fields: list
+    workspace_fields: list
+    """Per selected field: its attribute name, the converters the ORM would apply to its value and
+    their expression."""
+    with_versions: bool
+    n_versions: int
+    """How many settings versions follow the workspace's creation time (``with_versions``)."""
+    confirms: bool
+    """The row ends with the two rows' ``xmin`` (PostgreSQL, ``with_versions``): it can be remembered
+    and confirmed later (:func:`remembered_account`)."""
+
+
+_account_sql_cache: dict[object, _AccountQuery] = {}
+
+
+def _account_sql(with_versions: bool) -> _AccountQuery:
+    """The query of :func:`account_for_message`; built once per process."""
     from django.db import connection
 
     from shequn.core import cache as settings_cache
@@ -213,7 +239,7 @@ def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list, bool]:
         return cached
     qn = connection.ops.quote_name
     account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
-    account_table, workspace_table = qn(account_meta.db_table), qn(workspace_meta.db_table)
+    account_table, workspace_table, ws_id, joined = _account_join()
 
     def selected(meta, table_alias: str) -> list[tuple[str, list, object]]:
         out = []
@@ -224,7 +250,6 @@ def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list, bool]:
 
     account_fields = selected(account_meta, account_meta.db_table)
     workspace_fields = selected(workspace_meta, workspace_meta.db_table)
-    ws_id = f"{account_table}.{qn(account_meta.get_field('workspace').column)}"
     columns = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
                *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
     confirms = with_versions and connection.vendor == "postgresql"
@@ -234,12 +259,14 @@ def _account_sql(with_versions: bool) -> tuple[str, Prepared, list, list, bool]:
     if confirms:
         columns += [f"{account_table}.xmin::text", f"{workspace_table}.xmin::text"]
     # Only quoted table and column names of the models go into the text; the key is a parameter.
-    sql = (f"SELECT {', '.join(columns)} FROM {account_table} INNER JOIN {workspace_table} "  # noqa: S608
-           f"ON {workspace_table}.{qn(workspace_meta.pk.column)} = {ws_id} "
+    sql = (f"SELECT {', '.join(columns)} FROM {joined} "  # noqa: S608
            f"WHERE {account_table}.{qn(account_meta.get_field('endpoint_key').column)} = %s")
     prepared = Prepared(f"wechat_account{'_versions' if with_versions else ''}", sql,
                         column_types([account_meta.get_field("endpoint_key")], connection))
-    built = _account_sql_cache[key] = (sql, prepared, account_fields, workspace_fields, confirms)
+    built = _account_sql_cache[key] = _AccountQuery(
+        sql=sql, prepared=prepared, account_fields=account_fields, workspace_fields=workspace_fields,
+        with_versions=with_versions, n_versions=len(settings_cache.version_fields()) if with_versions else 0,
+        confirms=confirms)
     return built
 
 

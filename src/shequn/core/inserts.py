@@ -153,13 +153,8 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
 
     ``receivers_done``: the model has ``pre_save``/``post_save`` receivers and the caller has done
     their work itself; without it such a model is refused."""
-    model = type(obj)
-    if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
-        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
-    plan = plan_for(model, using)
+    plan = _checked_plan(obj, using, None, receivers_done)
     auto = plan.auto
-    if auto is not None and getattr(obj, auto.attname) is not None:
-        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
     connection = connections[using]
     row = execute(connection, plan.sql, plan.native_sql, values(obj, plan, connection), fetch=auto is not None,
                   prepared=plan.prepared)
@@ -167,20 +162,27 @@ def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = 
     return obj
 
 
+def _checked_plan(obj: Model, using: str, where: Where | None, receivers_done: bool) -> Plan:
+    """The plan of ``obj``'s insert, once ``obj`` is known to be one the plan inserts faithfully: no
+    save signal receivers (unless their work is done), no primary key set for the database to assign."""
+    model = type(obj)
+    if not receivers_done and (pre_save.has_listeners(model) or post_save.has_listeners(model)):
+        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
+    plan = plan_for(model, using, where)
+    if plan.auto is not None and getattr(obj, plan.auto.attname) is not None:
+        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
+    return plan
+
+
 def insert_new_where(obj: M, where: Where, params: list[Any], using: str = DEFAULT_DB_ALIAS) -> bool:
     """Insert the new, unsaved instance ``obj`` as :func:`insert_new` does, only if the condition
     ``where`` (with ``params``) holds when the statement runs; whether it was inserted (``obj`` is
     then saved, its auto primary key set). PostgreSQL and SQLite; a model without an auto primary
     key is refused (the returned key is how an insert is told from none)."""
-    model = type(obj)
-    if pre_save.has_listeners(model) or post_save.has_listeners(model):
-        raise TypeError(f"{model.__name__} has save signal receivers: insert it with the ORM")
-    plan = plan_for(model, using, where)
+    plan = _checked_plan(obj, using, where, receivers_done=False)
     auto = plan.auto
     if auto is None:
-        raise TypeError(f"{model.__name__} has no auto primary key: a conditional insert cannot report itself")
-    if getattr(obj, auto.attname) is not None:
-        raise ValueError(f"{model.__name__}: the database assigns the primary key of a new row")
+        raise TypeError(f"{type(obj).__name__} has no auto primary key: a conditional insert cannot report itself")
     if len(params) != len(where.types):
         raise ValueError(f"{where.label}: {len(params)} parameters for {len(where.types)} placeholders")
     connection = connections[using]

@@ -92,13 +92,27 @@ def _redacted_url(url: str) -> str:
     return urlunsplit(parts)
 
 
-class SchedulerThread(threading.Thread):
+class _LoopThread(threading.Thread):
+    """A daemon thread looping until :meth:`stop`, waiting ``interval`` seconds between idle turns."""
+
+    stop_timeout = 10.0
+
+    def __init__(self, name: str, interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(self.stop_timeout if timeout is None else timeout)
+
+
+class SchedulerThread(_LoopThread):
     """Calls ``run_due_periodic()`` every ``interval`` seconds until stopped."""
 
     def __init__(self, interval: float) -> None:
-        super().__init__(name="shequn-scheduler", daemon=True)
-        self.interval = interval
-        self._stop_event = threading.Event()
+        super().__init__("shequn-scheduler", interval)
 
     def run(self) -> None:
         try:
@@ -112,20 +126,15 @@ class SchedulerThread(threading.Thread):
         finally:
             connections.close_all()
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
 
-
-class DrainThread(threading.Thread):
+class DrainThread(_LoopThread):
     """Runs the drains (``run_drains()``) again at once while they find rows, and every ``interval``
     seconds once nothing waits, until stopped."""
 
+    stop_timeout = 30.0
+
     def __init__(self, interval: float) -> None:
-        super().__init__(name="shequn-drains", daemon=True)
-        self.interval = interval
-        self._stop_event = threading.Event()
+        super().__init__("shequn-drains", interval)
 
     def run(self) -> None:
         try:
@@ -140,11 +149,6 @@ class DrainThread(threading.Thread):
                     self._stop_event.wait(self.interval)
         finally:
             connections.close_all()
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
 
 
 def drain_all(limit_rounds: int = 100_000) -> int:
