@@ -136,3 +136,58 @@ def test_an_overlong_value_is_refused_as_the_orm_refuses_it_never_cut(account):
     with pytest.raises(DataError), transaction.atomic():
         inserts.insert_new(row)
     assert not InboundMessage.objects.filter(account=account).exists()
+
+
+@pytest.mark.postgres
+def test_first_row_runs_the_prepared_statement_with_typed_values_and_reads_them_back():
+    import datetime as dt
+    import json
+    from decimal import Decimal
+
+    from psycopg.types.json import Jsonb
+
+    statement = Prepared("test_first_row", "SELECT %s, %s, %s, %s, %s, %s, %s",
+                         ["bigint", "text", "timestamptz", "jsonb", "boolean", "numeric", "text"])
+    at = dt.datetime(2026, 12, 6, 8, 30, 15, 123456, tzinfo=dt.UTC)
+    values = [2**40, "关于「词」 'quoted' ;", at, Jsonb({"k": ["v", 1]}), True, Decimal("12.50"), None]
+    with connection.cursor() as cursor:  # the plain statement on a Django cursor: the same values back
+        cursor.execute(statement.sql, values)
+        plain = cursor.fetchone()
+    for _ in range(2):  # prepared by the first call, executed by both
+        row = statement.first_row(connection, values)
+        assert row == plain
+        assert row[0] == 2**40 and row[1] == "关于「词」 'quoted' ;" and row[2] == at
+        assert json.loads(row[3]) == {"k": ["v", 1]}  # Django reads JSON text and decodes it itself
+        assert row[4] is True and row[5] == Decimal("12.50") and row[6] is None
+    assert statement.name in _prepared_names()
+    assert Prepared("test_no_rows", "SELECT 1 WHERE %s", ["boolean"]).first_row(connection, [False]) is None
+
+
+@pytest.mark.postgres
+def test_first_row_raises_the_plain_statements_errors_and_keeps_to_the_transaction():
+    from django.db import IntegrityError
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE first_row_t (k int PRIMARY KEY)")
+    insert = Prepared("test_first_row_insert", "INSERT INTO first_row_t VALUES (%s)", ["int"])
+    assert insert.first_row(connection, [1]) is None  # no rows to return
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert.first_row(connection, [2])
+        insert.first_row(connection, [1])
+    with transaction.atomic():
+        insert.first_row(connection, [3])
+        transaction.set_rollback(True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT k FROM first_row_t ORDER BY k")
+        assert cursor.fetchall() == [(1,)]
+    with pytest.raises(DataError):
+        Prepared("test_first_row_bad", "SELECT %s", ["int"]).first_row(connection, ["not a number"])
+
+
+def test_first_row_is_the_plain_statement_where_django_must_see_it():
+    from django.test.utils import CaptureQueriesContext
+
+    statement = Prepared("test_first_row_seen", "SELECT %s + 1", ["int"])
+    with CaptureQueriesContext(connection) as seen:
+        assert statement.first_row(connection, [41]) == (42,)
+    assert [q["sql"] for q in seen.captured_queries] == ["SELECT 41 + 1"]

@@ -43,12 +43,12 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
     from django.db import connection
 
     query = _account_sql(with_versions)
-    with connection.cursor() as cursor:
-        if in_use(connection):
-            query.prepared.run(cursor, [endpoint_key], connection)
-        else:
+    if in_use(connection):
+        row = query.prepared.first_row(connection, [endpoint_key])
+    else:
+        with connection.cursor() as cursor:
             cursor.execute(query.sql, [endpoint_key])
-        row = cursor.fetchone()
+            row = cursor.fetchone()
     if row is None:
         forget_account(endpoint_key)
         return None

@@ -42,7 +42,7 @@ from django.db.models import fields as f
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
 
-from .prepared import Prepared, column_types, prepares
+from .prepared import Prepared, column_types, in_use, prepares
 
 M = TypeVar("M", bound=Model)
 
@@ -207,12 +207,15 @@ def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fe
             prepared: Prepared | None = None) -> Any:
     """Run one statement (``sql`` in Django's form, ``native_sql`` in the driver's) with ``params``
     and return its first row when ``fetch``. On the driver's cursor unless Django must see the
-    statement (query logging, execute wrappers); as the ``prepared`` form of it when given and the
-    connection prepares (``core.prepared``)."""
+    statement (query logging, execute wrappers); as the ``prepared`` form of it, executed at the
+    protocol level, when given and the connection prepares (``core.prepared``)."""
     if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone() if fetch else None
+    if prepared is not None and in_use(connection):
+        row = prepared.first_row(connection, params)
+        return row if fetch else None
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
@@ -220,10 +223,7 @@ def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fe
             cursor = connection.connection.execute(native_sql, params)
         else:
             cursor = connection.create_cursor()
-            if prepared is not None:
-                prepared.run(cursor, params, connection)
-            else:
-                cursor.execute(native_sql, params)
+            cursor.execute(native_sql, params)
         try:
             return cursor.fetchone() if fetch else None
         finally:
