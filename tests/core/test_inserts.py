@@ -131,3 +131,17 @@ def test_statements_are_seen_by_query_logging_when_it_is_on(account):
     b = inserts.insert_new(_message(account, "q2"))
     rows = {r.dedup_key: r for r in InboundMessage.objects.filter(pk__in=[a.pk, b.pk])}
     assert rows["q1"].reply_meta == rows["q2"].reply_meta and rows["q1"].payload == rows["q2"].payload
+
+
+def test_work_meanwhile_sees_the_instances_own_values_and_is_done_once(account):
+    from django.db import connection
+
+    seen = []
+    row = _message(account, "meanwhile-1")
+    inserts.insert_new(row, meanwhile=lambda: seen.append(row.received_at))
+    assert len(seen) == 1 and seen[0] is not None
+    assert seen[0] == InboundMessage.objects.get(pk=row.pk).received_at
+    again = _message(account, "meanwhile-2")
+    ws = account.workspace
+    assert inserts.insert_new_where(again, _where(connection), [ws.pk, ws.name], meanwhile=lambda: seen.append(1))
+    assert seen[1:] == [1]

@@ -191,3 +191,38 @@ def test_first_row_is_the_plain_statement_where_django_must_see_it():
     with CaptureQueriesContext(connection) as seen:
         assert statement.first_row(connection, [41]) == (42,)
     assert [q["sql"] for q in seen.captured_queries] == ["SELECT 41 + 1"]
+
+
+@pytest.mark.postgres
+def test_work_meanwhile_is_done_once_while_the_statement_runs_and_its_error_raised_after_it():
+    calls = []
+    statement = Prepared("test_first_row_meanwhile", "SELECT %s::int * 3", ["int"])
+    assert statement.first_row(connection, [5], meanwhile=lambda: calls.append("done")) == (15,)
+    assert calls == ["done"]
+
+    class Boom(Exception):
+        pass
+
+    def fail() -> None:
+        raise Boom
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE meanwhile_t (k int PRIMARY KEY)")
+    insert = Prepared("test_meanwhile_insert", "INSERT INTO meanwhile_t VALUES (%s) RETURNING k", ["int"])
+    with pytest.raises(Boom):
+        insert.first_row(connection, [1], meanwhile=fail)
+    # The statement ran (autocommit) and the connection is ready for the next one.
+    assert statement.first_row(connection, [2]) == (6,)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT k FROM meanwhile_t")
+        assert cursor.fetchall() == [(1,)]
+
+
+def test_work_meanwhile_is_done_before_a_plain_statement():
+    calls = []
+    statement = Prepared("test_meanwhile_plain", "SELECT %s + 1", ["int"])
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as seen:  # Django sees the statement: the plain form
+        assert statement.first_row(connection, [1], meanwhile=lambda: calls.append(len(seen.captured_queries))) == (2,)
+    assert calls == [0]

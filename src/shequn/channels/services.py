@@ -10,6 +10,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,9 @@ class Processed:
     reply: Reply | None
     record: InboundMessage
     replayed: bool
+    made: Any = None
+    """What ``receive_message``'s ``meanwhile`` made of the reply while the record was stored (None
+    when it was not called: a replayed message)."""
 
 
 _EVENT_TYPES = {"subscribe": "follow", "unsubscribe": "unfollow", "scan": "scan"}
@@ -226,7 +230,8 @@ class Unconfirmed(Exception):  # noqa: N818 - a condition, not an error: the cal
     more, or the message was stored already: nothing was written; answer it again from a fresh read."""
 
 
-def receive_message(account: WeChatAccount, message: WeChatMessage, *, confirm: list | None = None) -> Processed:
+def receive_message(account: WeChatAccount, message: WeChatMessage, *, confirm: list | None = None,
+                    meanwhile: Callable[[Reply | None, InboundMessage], Any] | None = None) -> Processed:
     """Decide the passive reply to one message or event pushed to ``account`` — once — and store it
     to be recorded (ADR 0005).
 
@@ -248,13 +253,20 @@ def receive_message(account: WeChatAccount, message: WeChatMessage, *, confirm: 
     ``confirm``: ``account`` is what this process remembered (``queries.remembered_account``), not a
     fresh read; the insert is made only if the account is unchanged (``queries.unchanged``, these
     parameters) and :class:`Unconfirmed` is raised, with nothing written, when it is not or when the
-    message is stored already."""
+    message is stored already.
+
+    ``meanwhile``: work on the reply that needs nothing from the database (rendering and encrypting
+    it), done while the server stores the record (``core.inserts.insert_new``); what it returns is
+    the result's ``made``."""
     from shequn.core.inserts import insert_new, insert_new_where, single_statement_suffices
 
-    def store(record: InboundMessage) -> None:
+    made: list[Any] = []
+
+    def store(record: InboundMessage, reply: Reply | None) -> None:
+        during = None if meanwhile is None else (lambda: made.append(meanwhile(reply, record)))
         if confirm is None:
-            insert_new(record)
-        elif not insert_new_where(record, queries.unchanged(), confirm):
+            insert_new(record, meanwhile=during)
+        elif not insert_new_where(record, queries.unchanged(), confirm, meanwhile=during):
             raise Unconfirmed
 
     workspace = account.workspace
@@ -276,10 +288,10 @@ def receive_message(account: WeChatAccount, message: WeChatMessage, *, confirm: 
                         reply_meta=_reply_meta(reply), payload=message.to_payload())
                     alone = single_statement_suffices()
                     if not alone:
-                        store(record)  # Unconfirmed rolls back what the reply wrote
+                        store(record, reply)  # Unconfirmed rolls back what the reply wrote
                 if alone:  # the reply wrote nothing: the one insert statement is its own transaction
-                    store(record)
-                return Processed(reply=reply, record=record, replayed=False)
+                    store(record, reply)
+                return Processed(reply=reply, record=record, replayed=False, made=made[-1] if made else None)
         except IntegrityError:
             # A concurrent delivery of the same message committed first: the next pass finds it (a
             # remembered account is confirmed by a fresh read first).

@@ -9,6 +9,7 @@ passive reply (encrypted when the request was)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.translation import gettext as _
@@ -20,6 +21,7 @@ from shequn.core.clock import now
 from shequn.core.errors import ShequnError
 
 from . import queries, replies, services, wechat
+from .models import InboundMessage
 
 logger = logging.getLogger("shequn.channels.wechat")
 
@@ -61,7 +63,7 @@ def _endpoint(request: HttpRequest, endpoint_key: str) -> HttpResponse:
         if request.method == "GET":
             return HttpResponse(wechat.verify_url(creds, params, now=stamp), content_type="text/plain; charset=utf-8")
         inbound = _open(request, creds, params, stamp)
-        processed = services.receive_message(account, inbound.message)
+        processed = services.receive_message(account, inbound.message, meanwhile=_reply_maker(inbound, creds, params))
     except ShequnError as exc:
         logger.warning("wechat %s: %s request refused (%s): %s", account.app_id, request.method, exc.code, exc.message)
         return _error(exc)
@@ -76,7 +78,8 @@ def _answer_remembered(request: HttpRequest, remembered: queries.Remembered) -> 
     params = {k: request.GET.get(k, "") for k in request.GET}
     try:
         inbound = _open(request, creds, params, int(now().timestamp()))
-        processed = services.receive_message(remembered.account, inbound.message, confirm=remembered.confirm)
+        processed = services.receive_message(remembered.account, inbound.message, confirm=remembered.confirm,
+                                             meanwhile=_reply_maker(inbound, creds, params))
     except (ShequnError, services.Unconfirmed):
         return None
     return _answer(processed, inbound, creds, params)
@@ -89,12 +92,26 @@ def _open(request: HttpRequest, creds: wechat.Credentials, params: dict[str, str
     return wechat.open_message(creds, params, request.body, now=stamp)
 
 
+def _reply_xml(reply: replies.Reply, record: InboundMessage, inbound: wechat.Inbound, creds: wechat.Credentials,
+               params: dict[str, str]) -> str:
+    """The passive reply's XML (encrypted when the request was)."""
+    xml = replies.render(reply, message=inbound.message, create_time=int(record.received_at.timestamp()))
+    if inbound.encrypted:
+        xml = wechat.render_encrypted(creds, xml, timestamp=params.get("timestamp", ""), nonce=params.get("nonce", ""))
+    return xml
+
+
+def _reply_maker(inbound: wechat.Inbound, creds: wechat.Credentials,
+                 params: dict[str, str]) -> Callable[[replies.Reply | None, InboundMessage], str | None]:
+    """``receive_message``'s ``meanwhile``: the reply is rendered and encrypted while its record is
+    being stored."""
+    return lambda reply, record: None if reply is None else _reply_xml(reply, record, inbound, creds, params)
+
+
 def _answer(processed: services.Processed, inbound: wechat.Inbound, creds: wechat.Credentials,
             params: dict[str, str]) -> HttpResponse:
     if processed.reply is None:
         return HttpResponse(SUCCESS, content_type="text/plain; charset=utf-8")
-    xml = replies.render(processed.reply, message=inbound.message,
-                         create_time=int(processed.record.received_at.timestamp()))
-    if inbound.encrypted:
-        xml = wechat.render_encrypted(creds, xml, timestamp=params.get("timestamp", ""), nonce=params.get("nonce", ""))
+    xml = processed.made if processed.made is not None else _reply_xml(processed.reply, processed.record, inbound,
+                                                                       creds, params)
     return HttpResponse(xml, content_type="application/xml; charset=utf-8")

@@ -32,6 +32,7 @@ with either, unless the caller says it does the receivers' work itself (``receiv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -147,17 +148,22 @@ def native(sql: str, connection: Any) -> str:
     return sql
 
 
-def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = False) -> M:
+def insert_new(obj: M, using: str = DEFAULT_DB_ALIAS, *, receivers_done: bool = False,
+               meanwhile: Callable[[], object] | None = None) -> M:
     """Insert the new, unsaved instance ``obj`` into database ``using`` and return it, saved (its
     auto primary key set). Constraint violations raise ``IntegrityError`` as ``create()`` does.
 
     ``receivers_done``: the model has ``pre_save``/``post_save`` receivers and the caller has done
-    their work itself; without it such a model is refused."""
+    their work itself; without it such a model is refused.
+
+    ``meanwhile``: work that needs nothing from the database, done while the server runs the insert
+    where it can (``core.prepared.Prepared.first_row``), before it elsewhere; the instance's own
+    values (an ``auto_now_add`` time) are set by then."""
     plan = _checked_plan(obj, using, None, receivers_done)
     auto = plan.auto
     connection = connections[using]
     row = execute(connection, plan.sql, plan.native_sql, values(obj, plan, connection), fetch=auto is not None,
-                  prepared=plan.prepared)
+                  prepared=plan.prepared, meanwhile=meanwhile)
     mark_saved(obj, using, auto, row[0] if row is not None else None)
     return obj
 
@@ -174,11 +180,13 @@ def _checked_plan(obj: Model, using: str, where: Where | None, receivers_done: b
     return plan
 
 
-def insert_new_where(obj: M, where: Where, params: list[Any], using: str = DEFAULT_DB_ALIAS) -> bool:
+def insert_new_where(obj: M, where: Where, params: list[Any], using: str = DEFAULT_DB_ALIAS, *,
+                     meanwhile: Callable[[], object] | None = None) -> bool:
     """Insert the new, unsaved instance ``obj`` as :func:`insert_new` does, only if the condition
     ``where`` (with ``params``) holds when the statement runs; whether it was inserted (``obj`` is
     then saved, its auto primary key set). PostgreSQL and SQLite; a model without an auto primary
-    key is refused (the returned key is how an insert is told from none)."""
+    key is refused (the returned key is how an insert is told from none). ``meanwhile`` as for
+    :func:`insert_new`."""
     plan = _checked_plan(obj, using, where, receivers_done=False)
     auto = plan.auto
     if auto is None:
@@ -187,7 +195,7 @@ def insert_new_where(obj: M, where: Where, params: list[Any], using: str = DEFAU
         raise ValueError(f"{where.label}: {len(params)} parameters for {len(where.types)} placeholders")
     connection = connections[using]
     row = execute(connection, plan.sql, plan.native_sql, [*values(obj, plan, connection), *params], fetch=True,
-                  prepared=plan.prepared)
+                  prepared=plan.prepared, meanwhile=meanwhile)
     if row is None:
         return False
     mark_saved(obj, using, auto, row[0])
@@ -204,18 +212,21 @@ def values(obj: Model, plan: Plan, connection: Any) -> list[Any]:
 
 
 def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fetch: bool,
-            prepared: Prepared | None = None) -> Any:
+            prepared: Prepared | None = None, meanwhile: Callable[[], object] | None = None) -> Any:
     """Run one statement (``sql`` in Django's form, ``native_sql`` in the driver's) with ``params``
     and return its first row when ``fetch``. On the driver's cursor unless Django must see the
     statement (query logging, execute wrappers); as the ``prepared`` form of it, executed at the
-    protocol level, when given and the connection prepares (``core.prepared``)."""
+    protocol level, when given and the connection prepares (``core.prepared``). ``meanwhile``: see
+    :func:`insert_new`."""
+    if prepared is not None and in_use(connection) and not connection.execute_wrappers:
+        row = prepared.first_row(connection, params, meanwhile=meanwhile)
+        return row if fetch else None
+    if meanwhile is not None:
+        meanwhile()
     if connection.queries_logged or connection.execute_wrappers:
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.fetchone() if fetch else None
-    if prepared is not None and in_use(connection):
-        row = prepared.first_row(connection, params)
-        return row if fetch else None
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     with connection.wrap_database_errors:
