@@ -42,6 +42,7 @@ from django.db.models import ForeignKey, Model
 from django.db.models import fields as f
 from django.db.models.fields import AutoFieldMixin
 from django.db.models.signals import post_save, pre_save
+from psycopg import pq
 
 from .prepared import Prepared, column_types, in_use, prepares
 
@@ -249,20 +250,17 @@ def mark_saved(obj: Model, using: str, auto: Any, pk: Any) -> None:
     obj._state.db = using
 
 
-def single_statement_suffices() -> bool:
+def single_statement_suffices(using: str = DEFAULT_DB_ALIAS) -> bool:
     """Whether the caller, in its own outermost ``atomic()`` block on PostgreSQL, has sent nothing to
     the database yet — psycopg opens the transaction only with the first statement — and left nothing
     to run on commit: then a one-statement write (:func:`insert_new`) can be made after the block
     ends, atomic on its own, saving the ``BEGIN`` and ``COMMIT`` round trips. False elsewhere
     (SQLite's ``BEGIN IMMEDIATE`` is sent when the block starts; an enclosing transaction must hold
     the write)."""
-    from django.db import connection
-
+    connection = connections[using]  # once: each attribute read through django.db.connection looks it up again
     if connection.vendor != "postgresql" or connection.savepoint_ids or connection.run_on_commit:
         return False
-    atomic_blocks = getattr(connection, "atomic_blocks", [])
-    if len(atomic_blocks) != 1 or connection.connection is None:
+    raw = connection.connection
+    if raw is None or len(getattr(connection, "atomic_blocks", ())) != 1:
         return False
-    from psycopg.pq import TransactionStatus
-
-    return connection.connection.info.transaction_status == TransactionStatus.IDLE
+    return raw.pgconn.transaction_status == pq.TransactionStatus.IDLE
