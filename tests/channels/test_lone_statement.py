@@ -65,3 +65,35 @@ def test_the_check_says_no_once_anything_was_sent_or_is_due_on_commit(ws):
             cursor.execute("SELECT 1")
         assert not core_inserts.single_statement_suffices()
     assert not core_inserts.single_statement_suffices()  # not in a block of the caller's
+
+
+def test_the_reply_is_rendered_while_its_message_is_stored_and_a_redelivery_renders_the_stored_one(server,
+                                                                                                monkeypatch):
+    from shequn.channels import services as channel_services
+    from shequn.channels import views
+
+    server.push(text_xml("你好", msg_id="1"), encrypt=True, record=False)  # caches warm, follower known
+    made: list[bool] = []
+    real_receive = channel_services.receive_message
+
+    def receive(*args, **kwargs):
+        processed = real_receive(*args, **kwargs)
+        made.append(processed.made is not None)
+        return processed
+
+    rendered: list[str] = []
+    real_xml = views._reply_xml
+
+    def reply_xml(*args, **kwargs):
+        rendered.append(real_xml(*args, **kwargs))
+        return rendered[-1]
+
+    monkeypatch.setattr(channel_services, "receive_message", receive)
+    monkeypatch.setattr(views, "_reply_xml", reply_xml)
+    query = server.query()
+    response = server.push(text_xml("我要奶茶", msg_id="2"), encrypt=True, query=dict(query), record=False)
+    assert made == [True] and response.content.decode() == rendered[0]
+    assert server.reply(response, encrypted=True).content == "今日奶茶第二杯半价"
+    again = server.push(text_xml("我要奶茶", msg_id="2"), encrypt=True, query=dict(query), record=False)
+    assert made[-1] is False, "a redelivery is answered from the stored reply, rendered after"
+    assert server.reply(again, encrypted=True).content == "今日奶茶第二杯半价"

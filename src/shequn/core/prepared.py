@@ -126,7 +126,7 @@ class Prepared:
                 transformer = Transformer(raw)
                 dumped = transformer.dump_sequence(values, [PyFormat.TEXT] * len(values))
                 if meanwhile is None:
-                    result = raw.pgconn.exec_prepared(self.name.encode(), dumped)  # waits without the lock
+                    result = raw.pgconn.exec_prepared(self.name.encode(), dumped)  # libpq waits; the GIL is released
                 else:
                     result = _overlapped(raw.pgconn, self.name.encode(), dumped, meanwhile)
                 if result.status == pq.ExecStatus.FATAL_ERROR:
@@ -189,6 +189,8 @@ def _overlapped(pgconn: Any, name: bytes, values: Sequence[bytes | None], meanwh
         results.append(result)
     if failure is not None:
         raise failure
+    if not results:
+        raise psycopg_errors.OperationalError("the server sent no result for the statement")
     for result in results:
         if result.status == pq.ExecStatus.FATAL_ERROR:
             return result
