@@ -1,6 +1,7 @@
-"""On PostgreSQL a message is answered from the account as this process last read it, and the
+"""A message is answered from the account as this process last read it, and the
 message's insert confirms that account is still current — its row and its workspace's row not
-updated since (``xmin``), the same settings versions — or inserts nothing, and the message is answered
+updated since (PostgreSQL: the same ``xmin``; SQLite: the same values), the same settings versions
+— or inserts nothing, and the message is answered
 again from a fresh read (``queries.remembered_account``, ADR 0005). Edits here are made by "another
 process": plain ``UPDATE`` statements in transactions of their own, which send no signals."""
 
@@ -15,7 +16,7 @@ from shequn.conversations import services as conversations
 
 from .helpers import WeChatServer, connect, text_xml
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 NEW_TOKEN = "rotatedToken2026"
 

@@ -36,8 +36,8 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
     """:func:`account_by_endpoint_key` for a message pushed by WeChat: the same account with its
     workspace, from a query built once (not compiled by the ORM per message), and — ``with_versions``
     — the workspace's settings versions read by the same query into the current settings scope
-    (``core.cache.prime``), so the answer makes one query fewer (ADR 0005). On PostgreSQL the row is
-    also remembered in this process for :func:`remembered_account`."""
+    (``core.cache.prime``), so the answer makes one query fewer (ADR 0005). With the versions, the row
+    is also remembered in this process for :func:`remembered_account`."""
     if not endpoint_key:
         return None
     from django.db import connection
@@ -115,14 +115,14 @@ class Remembered:
 
 
 def remembered_account(endpoint_key: str) -> Remembered | None:
-    """The account of ``endpoint_key`` as :func:`account_for_message` last read it in this process
-    (PostgreSQL only), with its settings versions primed into the current scope as that read primed
-    them; None when there is none.
+    """The account of ``endpoint_key`` as :func:`account_for_message` last read it in this process,
+    with its settings versions primed into the current scope as that read primed them; None when
+    there is none.
 
     Nothing from it may be trusted before the confirmation: an answer computed from it is stored by
-    an insert conditioned on :func:`unchanged` — account and workspace rows not updated since (their
-    ``xmin``: any update makes a new row version) and the same settings versions — and when that
-    inserts nothing the answer is made again from a fresh read (ADR 0005)."""
+    an insert conditioned on :func:`unchanged` — account and workspace rows not updated since and
+    the same settings versions — and when that inserts nothing the answer is made again from a
+    fresh read (ADR 0005)."""
     with _remembered_lock:
         found = _remembered.get(endpoint_key)
         if found is not None:
@@ -134,11 +134,14 @@ def remembered_account(endpoint_key: str) -> Remembered | None:
         return None
     _until, row, query = found
     account = _account_from_row(row, query)
-    rest = row[len(query.account_fields) + len(query.workspace_fields):]
+    n_rows = len(query.account_fields) + len(query.workspace_fields)
+    rest = row[n_rows:]
     n_versions = query.n_versions
-    account_xmin, workspace_xmin = rest[1 + n_versions:]
-    return Remembered(account=account,
-                      confirm=[account.pk, account_xmin, workspace_xmin, rest[0], *rest[1:1 + n_versions]])
+    versions = [rest[0], *rest[1:1 + n_versions]]  # the workspace's creation time, then its versions
+    if len(rest) > 1 + n_versions:  # PostgreSQL: the rows' xmin
+        account_xmin, workspace_xmin = rest[1 + n_versions:]
+        return Remembered(account=account, confirm=[account.pk, account_xmin, workspace_xmin, *versions])
+    return Remembered(account=account, confirm=[account.pk, *row[:n_rows], *versions])
 
 
 def forget_account(endpoint_key: str) -> None:
@@ -163,14 +166,15 @@ _unchanged_cache: dict[object, Any] = {}
 
 def unchanged() -> Any:
     """The condition (``core.inserts.Where``) that the account read for :func:`remembered_account`
-    is still current: its row and its workspace's row have the same ``xmin`` (no update since) and
-    the workspace has the same creation time and settings versions. PostgreSQL; built once."""
+    is still current: its row and its workspace's row not updated since — on PostgreSQL the same
+    ``xmin`` (any update makes a new row version), on SQLite the same value in every column — and
+    the workspace has the same creation time and settings versions. Built once per process."""
     from django.db import connection
 
     from shequn.core import cache as settings_cache
     from shequn.core.inserts import Where
 
-    key = settings_cache.sources_key()
+    key = (connection.vendor, settings_cache.sources_key())
     cached = _unchanged_cache.get(key)
     if cached is not None:
         return cached
@@ -179,6 +183,18 @@ def unchanged() -> Any:
     account_table, workspace_table, ws_id, joined = _account_join()
     created = workspace_meta.get_field("created_at")
     version_fields = settings_cache.version_fields()
+    if connection.vendor != "postgresql":
+        # No row version to compare: every column of both rows, as read, then the versions (``IS``
+        # is equality that holds for two NULLs). A value written back unchanged confirms, rightly.
+        compared = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
+                    *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields),
+                    f"{workspace_table}.{qn(created.column)}", *settings_cache.version_columns(ws_id)]
+        sql = (f"EXISTS (SELECT 1 FROM {joined} "  # noqa: S608
+               f"WHERE {account_table}.{qn(account_meta.pk.column)} = %s AND "
+               + " AND ".join(f"{c} IS %s" for c in compared) + ")")
+        built = _unchanged_cache[key] = Where(label="wechat_account_unchanged", sql=sql,
+                                              types=("bigint",) + ("unknown",) * len(compared))
+        return built
     versions = ", ".join(settings_cache.version_columns(ws_id))
     # Only quoted table and column names of the models go into the text; every value is a parameter.
     sql = (f"EXISTS (SELECT 1 FROM {joined} "  # noqa: S608
@@ -220,8 +236,8 @@ class _AccountQuery:
     n_versions: int
     """How many settings versions follow the workspace's creation time (``with_versions``)."""
     confirms: bool
-    """The row ends with the two rows' ``xmin`` (PostgreSQL, ``with_versions``): it can be remembered
-    and confirmed later (:func:`remembered_account`)."""
+    """The row can be remembered and confirmed later (``with_versions``, :func:`remembered_account`);
+    on PostgreSQL it ends with the two rows' ``xmin``."""
 
 
 _account_sql_cache: dict[object, _AccountQuery] = {}
@@ -252,11 +268,11 @@ def _account_sql(with_versions: bool) -> _AccountQuery:
     workspace_fields = selected(workspace_meta, workspace_meta.db_table)
     columns = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
                *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
-    confirms = with_versions and connection.vendor == "postgresql"
+    confirms = with_versions  # the row can be remembered and confirmed by the message's insert
     if with_versions:
         columns += [f"{workspace_table}.{qn(workspace_meta.get_field('created_at').column)}",
                     *settings_cache.version_columns(ws_id)]
-    if confirms:
+    if confirms and connection.vendor == "postgresql":
         columns += [f"{account_table}.xmin::text", f"{workspace_table}.xmin::text"]
     # Only quoted table and column names of the models go into the text; the key is a parameter.
     sql = (f"SELECT {', '.join(columns)} FROM {joined} "  # noqa: S608
