@@ -53,7 +53,7 @@ def account_for_message(endpoint_key: str, *, with_versions: bool = True) -> WeC
         forget_account(endpoint_key)
         return None
     account = _account_from_row(row, query)
-    if query.confirms:
+    if query.with_versions:
         with _remembered_lock:
             _remembered[endpoint_key] = (time.monotonic() + REMEMBER_FOR, row, query)
             _remembered.move_to_end(endpoint_key)
@@ -184,11 +184,9 @@ def unchanged() -> Any:
     created = workspace_meta.get_field("created_at")
     version_fields = settings_cache.version_fields()
     if connection.vendor != "postgresql":
-        # No row version to compare: every column of both rows, as read, then the versions (``IS``
-        # is equality that holds for two NULLs). A value written back unchanged confirms, rightly.
-        compared = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
-                    *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields),
-                    f"{workspace_table}.{qn(created.column)}", *settings_cache.version_columns(ws_id)]
+        # No row version to compare: every column the account query read, as read (``IS`` is
+        # equality that holds for two NULLs). A value written back unchanged confirms, rightly.
+        compared = _account_columns(with_versions=True)
         sql = (f"EXISTS (SELECT 1 FROM {joined} "  # noqa: S608
                f"WHERE {account_table}.{qn(account_meta.pk.column)} = %s AND "
                + " AND ".join(f"{c} IS %s" for c in compared) + ")")
@@ -205,6 +203,23 @@ def unchanged() -> Any:
         column_types([created, *version_fields], connection))
     built = _unchanged_cache[key] = Where(label="wechat_account_unchanged", sql=sql, types=types)
     return built
+
+
+def _account_columns(with_versions: bool) -> list[str]:
+    """The columns the account query reads, in its row's order: every column of the account and of
+    its workspace, then — ``with_versions`` — the workspace's creation time and settings versions."""
+    from django.db import connection
+
+    from shequn.core import cache as settings_cache
+
+    qn = connection.ops.quote_name
+    account_table, workspace_table, ws_id, _joined = _account_join()
+    columns = [*(f"{account_table}.{qn(f.column)}" for f in WeChatAccount._meta.concrete_fields),
+               *(f"{workspace_table}.{qn(f.column)}" for f in Workspace._meta.concrete_fields)]
+    if with_versions:
+        columns += [f"{workspace_table}.{qn(Workspace._meta.get_field('created_at').column)}",
+                    *settings_cache.version_columns(ws_id)]
+    return columns
 
 
 def _account_join() -> tuple[str, str, str, str]:
@@ -233,11 +248,11 @@ class _AccountQuery:
     """Per selected field: its attribute name, the converters the ORM would apply to its value and
     their expression."""
     with_versions: bool
+    """The row also holds the workspace's creation time and settings versions — and on PostgreSQL
+    ends with the two rows' ``xmin`` —, so it can be remembered and confirmed later
+    (:func:`remembered_account`)."""
     n_versions: int
     """How many settings versions follow the workspace's creation time (``with_versions``)."""
-    confirms: bool
-    """The row can be remembered and confirmed later (``with_versions``, :func:`remembered_account`);
-    on PostgreSQL it ends with the two rows' ``xmin``."""
 
 
 _account_sql_cache: dict[object, _AccountQuery] = {}
@@ -255,7 +270,7 @@ def _account_sql(with_versions: bool) -> _AccountQuery:
         return cached
     qn = connection.ops.quote_name
     account_meta, workspace_meta = WeChatAccount._meta, Workspace._meta
-    account_table, workspace_table, ws_id, joined = _account_join()
+    account_table, workspace_table, _ws_id, joined = _account_join()
 
     def selected(meta, table_alias: str) -> list[tuple[str, list, object]]:
         out = []
@@ -266,13 +281,8 @@ def _account_sql(with_versions: bool) -> _AccountQuery:
 
     account_fields = selected(account_meta, account_meta.db_table)
     workspace_fields = selected(workspace_meta, workspace_meta.db_table)
-    columns = [*(f"{account_table}.{qn(f.column)}" for f in account_meta.concrete_fields),
-               *(f"{workspace_table}.{qn(f.column)}" for f in workspace_meta.concrete_fields)]
-    confirms = with_versions  # the row can be remembered and confirmed by the message's insert
-    if with_versions:
-        columns += [f"{workspace_table}.{qn(workspace_meta.get_field('created_at').column)}",
-                    *settings_cache.version_columns(ws_id)]
-    if confirms and connection.vendor == "postgresql":
+    columns = _account_columns(with_versions)
+    if with_versions and connection.vendor == "postgresql":
         columns += [f"{account_table}.xmin::text", f"{workspace_table}.xmin::text"]
     # Only quoted table and column names of the models go into the text; the key is a parameter.
     sql = (f"SELECT {', '.join(columns)} FROM {joined} "  # noqa: S608
@@ -281,8 +291,7 @@ def _account_sql(with_versions: bool) -> _AccountQuery:
                         column_types([account_meta.get_field("endpoint_key")], connection))
     built = _account_sql_cache[key] = _AccountQuery(
         sql=sql, prepared=prepared, account_fields=account_fields, workspace_fields=workspace_fields,
-        with_versions=with_versions, n_versions=len(settings_cache.version_fields()) if with_versions else 0,
-        confirms=confirms)
+        with_versions=with_versions, n_versions=len(settings_cache.version_fields()) if with_versions else 0)
     return built
 
 

@@ -219,7 +219,7 @@ def execute(connection: Any, sql: str, native_sql: str, params: list[Any], *, fe
     statement (query logging, execute wrappers); as the ``prepared`` form of it, executed at the
     protocol level, when given and the connection prepares (``core.prepared``). ``meanwhile``: see
     :func:`insert_new`."""
-    if prepared is not None and in_use(connection) and not connection.execute_wrappers:
+    if prepared is not None and in_use(connection):  # it runs the plain statement where Django must see it
         row = prepared.first_row(connection, params, meanwhile=meanwhile)
         return row if fetch else None
     if meanwhile is not None:
